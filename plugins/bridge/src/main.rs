@@ -1,0 +1,5 @@
+//! The `bridge` CNI plugin binary: parse, dispatch, call the library.
+
+fn main() {
+    cni::skel::run(&bridge::Bridge);
+}

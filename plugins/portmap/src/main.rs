@@ -1,0 +1,5 @@
+//! The `portmap` CNI plugin binary: parse, dispatch, call the library.
+
+fn main() {
+    cni::skel::run(&portmap::Portmap);
+}

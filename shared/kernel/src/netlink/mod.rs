@@ -1,0 +1,352 @@
+//! A small synchronous netlink client.
+//!
+//! One [`Netlink`] handle is one socket bound to the namespace it was opened in: open a
+//! container's handle with [`Netlink::in_netns`] and use it from any thread afterwards. Errors
+//! keep the kernel's errno so callers match on codes (EEXIST, ENODEV...), never on text.
+
+mod addr;
+mod link;
+mod route;
+
+pub use addr::{Address, IFA_F_DADFAILED, IFA_F_TENTATIVE};
+pub use link::{
+    Link, LinkKind, OPER_UP, VLAN_PVID, VLAN_UNTAGGED, VethSpec, format_mac, parse_mac,
+};
+pub use route::RouteSpec;
+
+use crate::netns::{NetNs, NsError};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, sendto,
+    socket,
+};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_APPEND: u16 = 0x800;
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const HDR: usize = 16;
+const DUMP_RETRIES: usize = 10;
+
+/// A netlink failure.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The kernel refused an operation.
+    #[error("{op}: {errno}")]
+    Kernel { op: String, errno: Errno },
+    /// The socket itself failed.
+    #[error("netlink socket: {0}")]
+    Socket(Errno),
+    /// Opening a handle inside a namespace failed.
+    #[error(transparent)]
+    Netns(#[from] NsError),
+    /// The kernel's answer could not be understood.
+    #[error("netlink: {0}")]
+    Protocol(String),
+}
+
+impl NetlinkError {
+    /// The errno, if the kernel returned one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            NetlinkError::Kernel { errno, .. } | NetlinkError::Socket(errno) => Some(*errno),
+            _ => None,
+        }
+    }
+
+    /// EEXIST: the object already exists.
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(Errno::EEXIST)
+    }
+
+    /// ENODEV / ENOENT / ESRCH / EADDRNOTAVAIL: the object is not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self.errno(),
+            Some(Errno::ENODEV | Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL)
+        )
+    }
+
+    pub(crate) fn kernel(op: impl Into<String>, errno: Errno) -> NetlinkError {
+        NetlinkError::Kernel {
+            op: op.into(),
+            errno,
+        }
+    }
+}
+
+/// A received netlink message.
+pub(crate) struct Message {
+    pub ty: u16,
+    pub payload: Vec<u8>,
+}
+
+/// A raw netlink socket with request/ack and dump helpers.
+pub(crate) struct Socket {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Socket {
+    /// Opens a socket in the calling thread's namespace.
+    pub fn open(protocol: SockProtocol) -> Result<Socket, NetlinkError> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )
+        .map_err(NetlinkError::Socket)?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
+        Ok(Socket {
+            fd,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    fn send(&mut self, ty: u16, flags: u16, payload: &[u8]) -> Result<u32, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = HDR + payload.len();
+        let mut msg = Vec::with_capacity(len);
+        msg.extend_from_slice(&(len as u32).to_ne_bytes());
+        msg.extend_from_slice(&ty.to_ne_bytes());
+        msg.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        msg.extend_from_slice(&self.seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(payload);
+        sendto(
+            self.fd.as_raw_fd(),
+            &msg,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )
+        .map_err(NetlinkError::Socket)?;
+        Ok(self.seq)
+    }
+
+    /// Receives the messages answering `seq` until an ack/error (request) or DONE (dump).
+    /// Returns the messages and whether the dump was interrupted.
+    fn receive(&mut self, seq: u32, op: &str) -> Result<(Vec<Message>, bool), NetlinkError> {
+        let mut out = Vec::new();
+        let mut interrupted = false;
+        loop {
+            let n = loop {
+                match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other.map_err(NetlinkError::Socket)?,
+                }
+            };
+            let mut data = &self.buf[..n];
+            while data.len() >= HDR {
+                let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+                if len < HDR || len > data.len() {
+                    return Err(NetlinkError::Protocol(format!("{op}: truncated message")));
+                }
+                let ty = u16::from_ne_bytes([data[4], data[5]]);
+                let flags = u16::from_ne_bytes([data[6], data[7]]);
+                let mseq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+                let payload = &data[HDR..len];
+                data = &data[align(len).min(data.len())..];
+                if mseq != seq {
+                    continue;
+                }
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match ty {
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        if code == 0 {
+                            return Ok((out, interrupted));
+                        }
+                        return Err(NetlinkError::kernel(op, Errno::from_raw(-code)));
+                    }
+                    NLMSG_DONE => {
+                        let code = payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        if code < 0 {
+                            return Err(NetlinkError::kernel(op, Errno::from_raw(-code)));
+                        }
+                        return Ok((out, interrupted));
+                    }
+                    _ => out.push(Message {
+                        ty,
+                        payload: payload.to_vec(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Sends a request with `NLM_F_ACK` and returns any replies that came before the ack.
+    pub fn request(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        payload: &[u8],
+        op: &str,
+    ) -> Result<Vec<Message>, NetlinkError> {
+        let seq = self.send(ty, flags | NLM_F_ACK, payload)?;
+        self.receive(seq, op).map(|(m, _)| m)
+    }
+
+    /// A dump, retried while the kernel reports it was interrupted by a concurrent change.
+    pub fn dump(
+        &mut self,
+        ty: u16,
+        payload: &[u8],
+        op: &str,
+    ) -> Result<Vec<Message>, NetlinkError> {
+        for _ in 0..DUMP_RETRIES {
+            let seq = self.send(ty, NLM_F_DUMP, payload)?;
+            let (msgs, interrupted) = self.receive(seq, op)?;
+            if !interrupted {
+                return Ok(msgs);
+            }
+        }
+        Err(NetlinkError::kernel(op, Errno::EINTR))
+    }
+}
+
+pub(crate) fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Builds a message payload: a fixed header followed by attributes.
+pub(crate) struct Builder {
+    pub buf: Vec<u8>,
+}
+
+impl Builder {
+    pub fn new(header: &[u8]) -> Builder {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(header);
+        Builder { buf }
+    }
+
+    pub fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Builder {
+        let len = 4 + data.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.buf.resize(align(self.buf.len()), 0);
+        self
+    }
+
+    pub fn u8(&mut self, ty: u16, v: u8) -> &mut Builder {
+        self.attr(ty, &[v])
+    }
+
+    pub fn u16(&mut self, ty: u16, v: u16) -> &mut Builder {
+        self.attr(ty, &v.to_ne_bytes())
+    }
+
+    pub fn u32(&mut self, ty: u16, v: u32) -> &mut Builder {
+        self.attr(ty, &v.to_ne_bytes())
+    }
+
+    pub fn str(&mut self, ty: u16, s: &str) -> &mut Builder {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.attr(ty, &v)
+    }
+
+    /// A nested attribute; `flag_nested` sets `NLA_F_NESTED`.
+    pub fn nest(
+        &mut self,
+        ty: u16,
+        flag_nested: bool,
+        f: impl FnOnce(&mut Builder),
+    ) -> &mut Builder {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        f(self);
+        let len = (self.buf.len() - start) as u16;
+        let ty = if flag_nested { ty | NLA_F_NESTED } else { ty };
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self.buf[start + 2..start + 4].copy_from_slice(&ty.to_ne_bytes());
+        self
+    }
+}
+
+/// Iterates the attributes in `buf` as `(type, data)`; stops at the first malformed one.
+pub(crate) fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > buf.len() {
+            break;
+        }
+        out.push((ty, &buf[4..len]));
+        buf = &buf[align(len).min(buf.len())..];
+    }
+    out
+}
+
+pub(crate) fn attr_u32(d: &[u8]) -> Option<u32> {
+    d.get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+pub(crate) fn attr_str(d: &[u8]) -> String {
+    let end = d.iter().position(|&b| b == 0).unwrap_or(d.len());
+    String::from_utf8_lossy(&d[..end]).into_owned()
+}
+
+/// A route-netlink handle bound to one network namespace.
+pub struct Netlink {
+    pub(crate) sock: Socket,
+}
+
+impl Netlink {
+    /// A handle in the calling thread's namespace (normally the host).
+    pub fn current() -> Result<Netlink, NetlinkError> {
+        Ok(Netlink {
+            sock: Socket::open(SockProtocol::NetlinkRoute)?,
+        })
+    }
+
+    /// A handle in `ns`: the socket is created on a thread inside `ns` and stays bound there.
+    pub fn in_netns(ns: &NetNs) -> Result<Netlink, NetlinkError> {
+        ns.run(Netlink::current)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_roundtrip() {
+        let mut b = Builder::new(&[1, 2, 3, 4]);
+        b.str(3, "eth0").u32(4, 1500).nest(18, true, |b| {
+            b.str(1, "veth");
+        });
+        let a = attrs(&b.buf[4..]);
+        assert_eq!(a.len(), 3);
+        assert_eq!(attr_str(a[0].1), "eth0");
+        assert_eq!(attr_u32(a[1].1), Some(1500));
+        assert_eq!(a[2].0, 18);
+        let inner = attrs(a[2].1);
+        assert_eq!(attr_str(inner[0].1), "veth");
+        assert_eq!(align(5), 8);
+        // A malformed tail is ignored.
+        assert!(attrs(&[9, 0, 1]).is_empty());
+    }
+}

@@ -1,0 +1,183 @@
+//! Network namespaces: the CNM *sandbox*.
+//!
+//! A namespace is an open file (`/run/netns/x`, `/proc/<pid>/ns/net`, or a bind mount in a
+//! runtime's state dir) verified to be on nsfs or procfs. Work that must happen "inside" runs
+//! on a fresh scoped thread that joins the namespace and then ends, so no thread is ever left
+//! in the wrong namespace, whatever the closure does (return early, fail, panic).
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, fstatfs};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+/// Errors opening or entering a namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("failed to open netns {path:?}: no such file or directory")]
+    NotFound { path: PathBuf },
+    #[error("failed to open netns {path:?}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path:?} is not a network namespace")]
+    NotNetns { path: PathBuf },
+    #[error("failed to enter netns {path:?}: {errno}")]
+    Enter { path: PathBuf, errno: nix::Error },
+    #[error("a thread working in netns {path:?} panicked: {what}")]
+    Panicked { path: PathBuf, what: String },
+}
+
+/// An open network namespace.
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// Opens the namespace at `path` and verifies that it is one.
+    pub fn open(path: impl AsRef<Path>) -> Result<NetNs, NsError> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                NsError::NotFound { path: path.clone() }
+            } else {
+                NsError::Open {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let fs = fstatfs(&file).map_err(|e| NsError::Open {
+            path: path.clone(),
+            source: std::io::Error::from(e),
+        })?;
+        let magic = fs.filesystem_type();
+        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+            return Err(NsError::NotNetns { path });
+        }
+        // nsfs holds every namespace type; the fd's name tells which one ("net:[ino]").
+        let name = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.starts_with("net:[") {
+            return Err(NsError::NotNetns { path });
+        }
+        Ok(NetNs { file, path })
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> Result<NetNs, NsError> {
+        NetNs::open("/proc/thread-self/ns/net")
+    }
+
+    /// Creates a new, unnamed network namespace (alive as long as this handle). Used by tests
+    /// and benchmarks; plugins only ever open namespaces the runtime made.
+    pub fn new_anonymous() -> Result<NetNs, NsError> {
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<NetNs, NsError> {
+                nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| NsError::Enter {
+                    path: PathBuf::from("(new)"),
+                    errno,
+                })?;
+                NetNs::current()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(NsError::Panicked {
+                    path: PathBuf::from("(new)"),
+                    what: String::new(),
+                })
+            })
+        })
+    }
+
+    /// The path this namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace file descriptor (for `IFLA_NET_NS_FD`).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Runs `f` on a new thread that has joined this namespace, and returns its value. The
+    /// thread ends with `f`; the calling thread never changes namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NsError> {
+        std::thread::scope(|s| {
+            let handle = s.spawn(|| -> Result<T, NsError> {
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                    NsError::Enter {
+                        path: self.path.clone(),
+                        errno,
+                    }
+                })?;
+                Ok(f())
+            });
+            match handle.join() {
+                Ok(r) => r,
+                Err(payload) => Err(NsError::Panicked {
+                    path: self.path.clone(),
+                    what: payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_default(),
+                }),
+            }
+        })
+    }
+
+    /// True if both handles name the same namespace.
+    pub fn same_as(&self, other: &NetNs) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), other.file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_non_netns() {
+        let tmp = std::env::temp_dir().join(format!("not-a-netns-{}", std::process::id()));
+        std::fs::write(&tmp, b"x").unwrap();
+        assert!(matches!(NetNs::open(&tmp), Err(NsError::NotNetns { .. })));
+        let _ = std::fs::remove_file(&tmp);
+        assert!(matches!(
+            NetNs::open("/nonexistent/netns"),
+            Err(NsError::NotFound { .. })
+        ));
+        assert!(matches!(
+            NetNs::open("/proc/self/status"),
+            Err(NsError::NotNetns { .. })
+        ));
+        assert!(matches!(
+            NetNs::open("/proc/self/ns/mnt"),
+            Err(NsError::NotNetns { .. })
+        ));
+    }
+
+    #[test]
+    fn current_is_a_netns_and_run_returns() {
+        let cur = NetNs::current().unwrap();
+        let again = NetNs::open("/proc/self/ns/net").unwrap();
+        assert!(cur.same_as(&again));
+        assert_eq!(cur.run(|| 41 + 1).unwrap(), 42);
+    }
+
+    #[test]
+    fn panic_inside_is_an_error_not_a_crash() {
+        let cur = NetNs::current().unwrap();
+        #[allow(clippy::panic)]
+        let r: Result<(), _> = cur.run(|| panic!("boom"));
+        assert!(matches!(r, Err(NsError::Panicked { .. })));
+    }
+}

@@ -1,1 +1,5 @@
-//! End-to-end tests live in `tests/`; this crate has no library code.
+//! End-to-end tests live in `tests/`; this library holds the benchmark suite (`make bench`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod bench;

@@ -3,13 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cni_testkit::{PluginOutput, bin_dir, run_plugin};
+use cni_testkit::{PluginOutput, bin, run_plugin};
 use serde_json::Value;
 
 const PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "loopback"];
 
 fn run(plugin: &str, env: &[(&str, &str)], stdin: &str) -> PluginOutput {
-    run_plugin(None, &bin_dir().join(plugin), env, stdin)
+    run_plugin(None, &bin(plugin), env, stdin)
 }
 
 fn add_env(cmd: &str) -> Vec<(&str, &str)> {

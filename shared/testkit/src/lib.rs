@@ -38,7 +38,7 @@ macro_rules! require_root {
 }
 
 /// The directory holding this project's plugin binaries: `$CNI_BIN_DIR`, else the cargo
-/// target directory of the running test (`target/<profile>`).
+/// target directory of the running test or program (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CNI_BIN_DIR") {
         return PathBuf::from(d);
@@ -48,14 +48,18 @@ pub fn bin_dir() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    for name in ["bridge", "host-local", "portmap", "loopback"] {
-        assert!(
-            dir.join(name).is_file(),
-            "plugin binary {name} not found in {}: run `cargo build --workspace --bins` first",
-            dir.display()
-        );
-    }
     dir
+}
+
+/// The path of one of this project's plugin binaries; panics with a hint if it is not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "plugin binary {} not found: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
 }
 
 /// The reference plugins' directory (Debian `containernetworking-plugins`), if installed.

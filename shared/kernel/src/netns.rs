@@ -58,11 +58,14 @@ impl NetNs {
         if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
             return Err(NsError::NotNetns { path });
         }
-        // nsfs holds every namespace type; the fd's name tells which one ("net:[ino]").
+        // nsfs holds every namespace type. Opened through /proc/<pid>/ns/<x>, the fd's name
+        // says which ("net:[ino]", "mnt:[ino]"); a bind mount shows its path instead, and its
+        // type is then checked when it is entered (setns refuses another type with EINVAL).
         let name = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .map(|t| t.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !name.starts_with("net:[") {
+        let typed = name.ends_with(']') && name.contains(":[");
+        if (typed && !name.starts_with("net:[")) || (magic == PROC_SUPER_MAGIC && !typed) {
             return Err(NsError::NotNetns { path });
         }
         Ok(NetNs { file, path })
@@ -110,9 +113,15 @@ impl NetNs {
         std::thread::scope(|s| {
             let handle = s.spawn(|| -> Result<T, NsError> {
                 setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                    NsError::Enter {
-                        path: self.path.clone(),
-                        errno,
+                    if errno == nix::errno::Errno::EINVAL {
+                        NsError::NotNetns {
+                            path: self.path.clone(),
+                        }
+                    } else {
+                        NsError::Enter {
+                            path: self.path.clone(),
+                            errno,
+                        }
                     }
                 })?;
                 Ok(f())

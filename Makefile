@@ -4,11 +4,17 @@ CARGO ?= cargo
 PREFIX ?= /opt/cni/bin
 PLUGINS := bridge host-local portmap loopback
 
-.PHONY: deps build release demo test bench install fmt lint ci
+.PHONY: deps clients-setup build release demo test bench install fmt lint ci
 
 # Debian packages the demo and the tests use; installed only when something is missing.
 deps:
 	@scripts/deps.sh
+
+# What the real-client tests (tests/tests/clients_*.rs) need: podman, containerd + runc,
+# golang-go, a cnitool built from Debian's source package, a busybox root filesystem and OCI
+# image. The tests run this themselves on first use; this target only warms the cache.
+clients-setup:
+	scripts/clients/setup.sh $${CARGO_TARGET_DIR:-target}/tmp/clients podman containerd cnitool
 
 build:
 	$(CARGO) build --workspace --bins

@@ -1,7 +1,21 @@
-//! The `portmap` CNI plugin.
+//! The `portmap` CNI plugin: publishes container ports on the node, with the reference's
+//! iptables rules (byte-compatible chain names, comments and argv) or its nftables layout.
+//!
+//! One ADD costs one `iptables-save -t nat` listing and one `iptables-restore --noflush` per
+//! container address family, or a single `nft -f -` for both families; DEL the same (one
+//! listing + one transaction). Rules are generated as pure data ([`iptables`], [`nftables`])
+//! and unit-tested against the upstream vectors. See `plugins.md` §3 for the reference.
+
+pub mod config;
+pub mod error;
+pub mod iptables;
+pub mod nftables;
 
 use cni::skel::{Plugin, Request};
 use cni::{CniError, CniResult};
+use cni_kernel::firewall::{Family, iptables::Iptables, nft};
+use config::{Backend, Config, ContainerIps, Protocol, detect_backend};
+use error::PortmapError;
 
 /// The `portmap` plugin.
 pub struct Portmap;
@@ -10,13 +24,273 @@ impl Plugin for Portmap {
     fn name(&self) -> &'static str {
         "portmap"
     }
-    fn add(&self, _req: &Request) -> Result<CniResult, CniError> {
-        Err(CniError::internal("ADD is not implemented yet"))
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        add(req).map_err(CniError::from)
     }
-    fn del(&self, _req: &Request) -> Result<(), CniError> {
-        Err(CniError::internal("DEL is not implemented yet"))
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        del(req).map_err(CniError::from)
     }
-    fn check(&self, _req: &Request) -> Result<(), CniError> {
-        Err(CniError::internal("CHECK is not implemented yet"))
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        check(req).map_err(CniError::from)
+    }
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        status(req).map_err(CniError::from)
+    }
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        gc(req).map_err(CniError::from)
+    }
+}
+
+fn parse(req: &Request) -> Result<Config, PortmapError> {
+    Config::parse(&req.conf, detect_backend)
+}
+
+/// UDP host ports of the mappings that apply to a family.
+fn udp_ports(conf: &Config, v6: bool) -> Vec<u16> {
+    let mut v: Vec<u16> = conf
+        .mappings
+        .iter()
+        .filter(|m| m.protocol == Protocol::Udp && m.applies_to(v6))
+        .map(|m| m.host_port)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Deletes conntrack entries of UDP flows to `ports` (best effort, logged): a client that
+/// talked to a host port before the mapping existed (or after it was removed) would otherwise
+/// keep its stale, untranslated entry.
+fn flush_udp_conntrack(v6: bool, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport(v6, ports) {
+        eprintln!(
+            "portmap: failed to delete stale UDP conntrack entries ({}): {e}",
+            if v6 { "IPv6" } else { "IPv4" }
+        );
+    }
+}
+
+/// The node interface that routes to `ip` (with bridge: the bridge), if any.
+fn routable_host_if(ip: std::net::IpAddr) -> Option<String> {
+    let mut nl = cni_kernel::Netlink::current().ok()?;
+    let idx = nl.route_get_oif(ip).ok()??;
+    nl.link_by_index(idx).ok()?.map(|l| l.name)
+}
+
+fn localnet_sysctl(ifname: &str) -> String {
+    format!("net/ipv4/conf/{ifname}/route_localnet")
+}
+
+/// Sets `route_localnet=1` on the interface routing to the container (only that one), so
+/// that `127.0.0.1:<hostPort>` can be DNATed across it (CVE-2020-8558 context: the reference
+/// does the same; the masquerade rules rewrite the 127.0.0.1 source).
+fn enable_localnet(conf: &Config, ips: &ContainerIps) -> Result<(), PortmapError> {
+    if !conf.snat {
+        return Ok(());
+    }
+    let Some(v4) = ips.v4 else { return Ok(()) };
+    let Some(ifname) = routable_host_if(v4.addr()) else {
+        return Ok(());
+    };
+    cni_kernel::sysctl::ensure(&localnet_sysctl(&ifname), "1")
+        .map_err(|e| PortmapError::Localnet(format!("{ifname}: {e}")))
+}
+
+fn add(req: &Request) -> Result<CniResult, PortmapError> {
+    let conf = parse(req)?;
+    let prev = req.prev_result()?.ok_or(PortmapError::NotChained)?;
+    if conf.mappings.is_empty() {
+        return Ok(prev);
+    }
+    let ips = ContainerIps::from_result(&prev, &req.env.ifname);
+    let id = req.env.container_id.as_str();
+    if ips.iter().next().is_none() {
+        return Ok(prev);
+    }
+    match conf.backend {
+        Backend::Iptables => {
+            // One family after the other: nf_tables serializes commits per network
+            // namespace anyway (measured: running both families concurrently gains nothing).
+            let mut done: Vec<iptables::Applied> = Vec::new();
+            let mut result = Ok(());
+            for ip in ips.iter() {
+                match iptables::add(&conf, id, ip) {
+                    Ok(a) => done.push(a),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() {
+                result = enable_localnet(&conf, &ips);
+            }
+            if let Err(e) = result {
+                for a in done.iter().rev() {
+                    if let Err(re) = iptables::rollback(a) {
+                        eprintln!("portmap: rollback failed: {re}");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Backend::Nftables => {
+            let all: Vec<_> = ips.iter().collect();
+            nftables::add(&conf, id, &all)?;
+            if let Err(e) = enable_localnet(&conf, &ips) {
+                if let Err(re) = nftables::del(&conf.network, id) {
+                    eprintln!("portmap: rollback failed: {re}");
+                }
+                return Err(e);
+            }
+        }
+    }
+    if ips.v4.is_some() {
+        flush_udp_conntrack(false, &udp_ports(&conf, false));
+    }
+    if ips.v6.is_some() {
+        flush_udp_conntrack(true, &udp_ports(&conf, true));
+    }
+    Ok(prev)
+}
+
+fn merge_ports(mut a: Vec<u16>, b: Vec<u16>) -> Vec<u16> {
+    a.extend(b);
+    a.sort_unstable();
+    a.dedup();
+    a
+}
+
+fn del(req: &Request) -> Result<(), PortmapError> {
+    let conf = parse(req)?;
+    let id = req.env.container_id.as_str();
+    match conf.backend {
+        Backend::Iptables => {
+            let mut errors = Vec::new();
+            let outcomes = [(Family::V4, false), (Family::V6, true)]
+                .map(|(family, v6)| (v6, iptables::del(&conf.network, id, family)));
+            for (v6, outcome) in outcomes {
+                match outcome {
+                    Ok(r) if r.any => {
+                        flush_udp_conntrack(v6, &merge_ports(r.udp_ports, udp_ports(&conf, v6)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+            if !Iptables::new(Family::V4).available() && !Iptables::new(Family::V6).available() {
+                eprintln!(
+                    "portmap: neither iptables nor ip6tables is installed; nothing to remove"
+                );
+            }
+            match errors.into_iter().next() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+        Backend::Nftables => {
+            let (p4, p6) = nftables::del(&conf.network, id)?;
+            if !p4.is_empty() {
+                flush_udp_conntrack(false, &merge_ports(p4, udp_ports(&conf, false)));
+            }
+            if !p6.is_empty() {
+                flush_udp_conntrack(true, &merge_ports(p6, udp_ports(&conf, true)));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check(req: &Request) -> Result<(), PortmapError> {
+    let conf = parse(req)?;
+    let prev = req.prev_result()?.ok_or(PortmapError::PrevResultMissing)?;
+    if conf.mappings.is_empty() {
+        return Ok(());
+    }
+    let ips = ContainerIps::from_result(&prev, &req.env.ifname);
+    let id = req.env.container_id.as_str();
+    for ip in ips.iter() {
+        match conf.backend {
+            Backend::Iptables => iptables::check(&conf, id, ip)?,
+            Backend::Nftables => nftables::check(&conf, id, ip)?,
+        }
+    }
+    if conf.snat
+        && let Some(v4) = ips.v4
+        && let Some(ifname) = routable_host_if(v4.addr())
+        && cni_kernel::sysctl::read(&localnet_sysctl(&ifname)).is_ok_and(|v| v != "1")
+    {
+        return Err(PortmapError::Check(format!(
+            "route_localnet is not enabled on {ifname}"
+        )));
+    }
+    Ok(())
+}
+
+fn status(req: &Request) -> Result<(), PortmapError> {
+    let conf = parse(req)?;
+    match conf.backend {
+        Backend::Iptables => {
+            let tool = Iptables::new(Family::V4);
+            if !tool.available() {
+                return Err(PortmapError::Unavailable(
+                    "iptables backend is not usable: iptables/iptables-restore not found in PATH"
+                        .into(),
+                ));
+            }
+            tool.run(&["-t", "nat", "-S", "OUTPUT", "1"])
+                .map(|_| ())
+                .map_err(|e| {
+                    PortmapError::Unavailable(format!("iptables backend is not usable: {e}"))
+                })
+        }
+        Backend::Nftables => {
+            if nft::usable() {
+                Ok(())
+            } else {
+                Err(PortmapError::Unavailable(
+                    "nftables backend is not usable: nft cannot list tables".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn gc(req: &Request) -> Result<(), PortmapError> {
+    let conf = parse(req)?;
+    let Some(valid) = cni::gc::valid_attachments(&req.conf.raw)? else {
+        eprintln!("portmap GC: no valid-attachments list in the request; nothing removed");
+        return Ok(());
+    };
+    let is_valid = |id: &str| {
+        valid
+            .iter()
+            .any(|a| a.container_id == id || nftables::comment(&a.container_id) == id)
+    };
+    let mut errors = Vec::new();
+    match conf.backend {
+        Backend::Iptables => {
+            for (family, v6) in [(Family::V4, false), (Family::V6, true)] {
+                match iptables::gc(&conf.network, &is_valid, family) {
+                    Ok((_, ports)) => flush_udp_conntrack(v6, &merge_ports(ports, Vec::new())),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        Backend::Nftables => match nftables::gc(&conf.network, &is_valid) {
+            Ok((_, p4, p6)) => {
+                flush_udp_conntrack(false, &merge_ports(p4, Vec::new()));
+                flush_udp_conntrack(true, &merge_ports(p6, Vec::new()));
+            }
+            Err(e) => errors.push(e.to_string()),
+        },
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PortmapError::Gc(errors))
     }
 }

@@ -199,6 +199,137 @@ impl Ruleset {
     }
 }
 
+impl Ruleset {
+    /// The first rule of `chain` equal to `args` in meaning ([`canonical_rule`]): the listing
+    /// prints rules in its own normal form (`-s 10.0.0.2/24` as `-s 10.0.0.0/24`, implicit
+    /// `-m tcp`, reordered matches), so text comparison would not work.
+    pub fn find_rule<'a, S: AsRef<str>>(
+        &'a self,
+        chain: &'a str,
+        args: &[S],
+    ) -> Option<&'a SavedRule> {
+        let want = canonical_rule(args);
+        self.chain_rules(chain)
+            .find(|r| canonical_rule(&r.args) == want)
+    }
+
+    /// Every rule (in any chain) whose jump target is `target`.
+    pub fn rules_targeting<'a>(
+        &'a self,
+        target: &'a str,
+    ) -> impl Iterator<Item = &'a SavedRule> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| r.target() == Some(target))
+    }
+}
+
+fn option_alias(name: &str) -> &str {
+    match name {
+        "--source" | "--src" => "-s",
+        "--destination" | "--dst" => "-d",
+        "--protocol" => "-p",
+        "--jump" => "-j",
+        "--goto" => "-g",
+        "--in-interface" => "-i",
+        "--out-interface" => "-o",
+        "--match" => "-m",
+        "--destination-ports" | "--dports" => "--dports",
+        "--source-ports" | "--sports" => "--sports",
+        "--destination-port" => "--dport",
+        "--source-port" => "--sport",
+        other => other,
+    }
+}
+
+fn normalize_addr(v: &str) -> String {
+    use ipnet::IpNet;
+    use std::net::IpAddr;
+    if let Ok(n) = v.parse::<IpNet>() {
+        let n = n.trunc();
+        return format!("{}/{}", n.addr().to_canonical(), n.prefix_len());
+    }
+    if let Ok(a) = v.parse::<IpAddr>() {
+        let a = a.to_canonical();
+        let len = if a.is_ipv4() { 32 } else { 128 };
+        return format!("{a}/{len}");
+    }
+    v.to_string()
+}
+
+/// An order-independent normal form of a rule's arguments, for comparing the rules we
+/// generate with what `iptables-save` lists: `(option, value)` pairs, sorted, with `-m`
+/// module loads dropped (they are implied by the options that follow), long option names
+/// mapped to short ones, addresses turned into networks (`127.0.0.1` → `127.0.0.1/32`,
+/// `10.0.0.2/24` → `10.0.0.0/24`), protocols lowercased, and `!` kept on the option it negates.
+pub fn canonical_rule<S: AsRef<str>>(args: &[S]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    let mut neg = false;
+    while i < args.len() {
+        let tok = args[i].as_ref();
+        i += 1;
+        if tok == "!" {
+            neg = true;
+            continue;
+        }
+        let is_opt = tok.starts_with('-') && tok.len() > 1;
+        if !is_opt {
+            out.push((String::new(), tok.to_string()));
+            neg = false;
+            continue;
+        }
+        let name = option_alias(tok);
+        let mut vals: Vec<&str> = Vec::new();
+        let mut negated_value = false;
+        while i < args.len() {
+            let v = args[i].as_ref();
+            if v == "!" && vals.is_empty() {
+                // `--opt ! value` (old syntax) negates the option.
+                negated_value = true;
+                i += 1;
+                continue;
+            }
+            if v == "!"
+                || (v.starts_with('-')
+                    && v.len() > 1
+                    && !v[1..].starts_with(|c: char| c.is_ascii_digit()))
+            {
+                break;
+            }
+            vals.push(v);
+            i += 1;
+        }
+        let value = vals.join(" ");
+        if name == "-m" {
+            neg = false;
+            continue;
+        }
+        if (name == "-s" || name == "-d")
+            && !(neg || negated_value)
+            && (value == "0.0.0.0/0" || value == "::/0")
+        {
+            // "Any address" is not listed by iptables-save.
+            neg = false;
+            continue;
+        }
+        let value = match name {
+            "-s" | "-d" => normalize_addr(&value),
+            "-p" => value.to_ascii_lowercase(),
+            _ => value,
+        };
+        let key = if neg || negated_value {
+            format!("!{name}")
+        } else {
+            name.to_string()
+        };
+        out.push((key, value));
+        neg = false;
+    }
+    out.sort();
+    out
+}
+
 /// Splits a rule spec the way iptables-restore does: whitespace separates, `"` quotes, and a
 /// backslash inside quotes escapes the next character.
 pub fn split_args(spec: &str) -> Vec<String> {
@@ -345,6 +476,17 @@ impl Restore {
         self
     }
 
+    /// Appends the lines of another transaction on the same table.
+    pub fn merge(&mut self, other: &Restore) -> &mut Restore {
+        self.lines.extend(other.lines.iter().cloned());
+        self
+    }
+
+    /// Number of lines (commands) in the transaction.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
     /// The restore input.
     pub fn render(&self) -> String {
         let mut s = format!("*{}\n", self.table);
@@ -379,6 +521,104 @@ mod tests {
 COMMIT
 # Completed on Mon Nov 23 06:00:00 2026
 "#;
+
+    #[test]
+    fn canonical_rules_match_listing_forms() {
+        let ours = argv(&[
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-s",
+            "10.0.0.2/24",
+            "-j",
+            "CNI-HOSTPORT-SETMARK",
+        ]);
+        let listed =
+            split_args("-s 10.0.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK");
+        assert_eq!(canonical_rule(&ours), canonical_rule(&listed));
+        let ours = argv(&["-p", "tcp", "--dport", "8080", "-s", "127.0.0.1", "-j", "X"]);
+        let listed = split_args("-s 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j X");
+        assert_eq!(canonical_rule(&ours), canonical_rule(&listed));
+        let ours = argv(&[
+            "-m",
+            "comment",
+            "--comment",
+            "dnat name: \"n\" id: \"c\"",
+            "-m",
+            "multiport",
+            "-p",
+            "udp",
+            "--destination-ports",
+            "53,54",
+            "-j",
+            "D",
+        ]);
+        let listed = split_args(
+            "-p udp -m comment --comment \"dnat name: \\\"n\\\" id: \\\"c\\\"\" -m multiport --dports 53,54 -j D",
+        );
+        assert_eq!(canonical_rule(&ours), canonical_rule(&listed));
+        let v6 = argv(&[
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-s",
+            "2001:db8:1::2/64",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "[2001:db8:1::2]:80",
+        ]);
+        let listed = split_args(
+            "-s 2001:db8:1::/64 -p tcp -m tcp --dport 80 -j DNAT --to-destination [2001:db8:1::2]:80",
+        );
+        assert_eq!(canonical_rule(&v6), canonical_rule(&listed));
+        // Different port, negation and address differ.
+        let other = split_args("-s 10.0.0.0/24 -p tcp -m tcp --dport 8081 -j CNI-HOSTPORT-SETMARK");
+        assert_ne!(
+            canonical_rule(&argv(&[
+                "-p",
+                "tcp",
+                "--dport",
+                "8080",
+                "-s",
+                "10.0.0.2/24",
+                "-j",
+                "CNI-HOSTPORT-SETMARK"
+            ])),
+            canonical_rule(&other)
+        );
+        assert_ne!(
+            canonical_rule(&argv(&["!", "-s", "10.0.0.0/8", "-j", "X"])),
+            canonical_rule(&argv(&["-s", "10.0.0.0/8", "-j", "X"]))
+        );
+        assert_eq!(
+            canonical_rule(&argv(&["!", "-s", "10.0.0.0/8", "-j", "X"])),
+            canonical_rule(&argv(&["-s", "!", "10.0.0.0/8", "-j", "X"]))
+        );
+        let rs = Ruleset::parse(SAVE);
+        assert!(
+            rs.find_rule(
+                "POSTROUTING",
+                &argv(&[
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "name: \"mynet\" id: \"abc123\"",
+                    "-s",
+                    "10.88.0.2",
+                    "-j",
+                    "CNI-70a29d9dc18bc4d652ea5d59"
+                ])
+            )
+            .is_some()
+        );
+        assert_eq!(
+            rs.rules_targeting("CNI-70a29d9dc18bc4d652ea5d59").count(),
+            1
+        );
+    }
 
     #[test]
     fn parses_save_output() {

@@ -116,6 +116,34 @@ pub fn rules(listing: &Value) -> Vec<NftRule> {
         .collect()
 }
 
+/// The rules in an `nft -j` listing together with their raw JSON object (for callers that
+/// need the expressions).
+pub fn rules_with_json(listing: &Value) -> Vec<(NftRule, &Value)> {
+    let Some(items) = listing.get("nftables").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .filter_map(|r| {
+            Some((
+                NftRule {
+                    family: r.get("family")?.as_str()?.to_string(),
+                    table: r.get("table")?.as_str()?.to_string(),
+                    chain: r.get("chain")?.as_str()?.to_string(),
+                    handle: r.get("handle")?.as_u64()?,
+                    comment: r
+                        .get("comment")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                },
+                r,
+            ))
+        })
+        .collect()
+}
+
 /// The chain names in an `nft -j` listing.
 pub fn chains(listing: &Value) -> Vec<String> {
     let Some(items) = listing.get("nftables").and_then(Value::as_array) else {

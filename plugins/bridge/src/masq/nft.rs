@@ -1,0 +1,315 @@
+//! The nftables masquerade backend, compatible with the reference
+//! (`pkg/ip/ipmasq_nftables_linux.go`, 1.6.0+): table `inet cni_plugins_masquerade`, chains
+//! `masq_checks` and `postrouting`, one rule per address whose comment starts with the
+//! instance hash `h16(net)-h16(ifname:id)`.
+//!
+//! Pure script generation over one `nft -j list table` listing; each ADD, DEL or GC applies
+//! one `nft -f -` transaction.
+
+use cni::gc::Attachment;
+use cni_kernel::firewall::names;
+use cni_kernel::firewall::nft::{NftRule, quote, rules};
+use ipnet::IpNet;
+use serde_json::Value;
+
+/// The table family.
+pub const FAMILY: &str = "inet";
+/// The table.
+pub const TABLE: &str = "cni_plugins_masquerade";
+/// The chain holding the per-address rules.
+pub const CHAIN: &str = "masq_checks";
+const TABLE_COMMENT: &str = "Masquerading for plugins from github.com/containernetworking/plugins";
+const CHAIN_COMMENT: &str =
+    "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet";
+
+fn prefix() -> String {
+    format!("{FAMILY} {TABLE}")
+}
+
+/// The rule body for one address (as the reference hands it to nft).
+pub fn rule_body(addr: &IpNet) -> String {
+    let ip = if addr.addr().is_ipv4() { "ip" } else { "ip6" };
+    format!(
+        "{ip} saddr == {} {ip} daddr != {} masquerade",
+        addr.addr(),
+        addr.trunc()
+    )
+}
+
+/// The masq_checks rules of a listing.
+pub fn masq_rules(listing: &Value) -> Vec<NftRule> {
+    rules(listing)
+        .into_iter()
+        .filter(|r| r.family == FAMILY && r.table == TABLE && r.chain == CHAIN)
+        .collect()
+}
+
+/// The ADD transaction: ensure the table and chains, rewrite `postrouting`, drop this
+/// instance's stale rules, add one rule per address.
+pub fn setup_script(
+    existing: &[NftRule],
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+    addrs: &[IpNet],
+) -> String {
+    let p = prefix();
+    let instance = names::nft_masq_prefix(net, ifname, container_id);
+    let comment = names::nft_masq_comment(net, ifname, container_id);
+    let mut s = String::new();
+    s.push_str(&format!(
+        "add table {p} {{ comment {} ; }}\n",
+        quote(TABLE_COMMENT)
+    ));
+    s.push_str(&format!(
+        "add chain {p} {CHAIN} {{ comment {} ; }}\n",
+        quote(CHAIN_COMMENT)
+    ));
+    s.push_str(&format!(
+        "add chain {p} postrouting {{ type nat hook postrouting priority 100 ; }}\n"
+    ));
+    s.push_str(&format!("flush chain {p} postrouting\n"));
+    s.push_str(&format!(
+        "add rule {p} postrouting ip daddr == 224.0.0.0/4  return\n"
+    ));
+    s.push_str(&format!(
+        "add rule {p} postrouting ip6 daddr == ff00::/8  return\n"
+    ));
+    s.push_str(&format!("add rule {p} postrouting goto {CHAIN}\n"));
+    for r in existing.iter().filter(|r| r.comment.starts_with(&instance)) {
+        s.push_str(&format!("delete rule {p} {CHAIN} handle {}\n", r.handle));
+    }
+    for a in addrs {
+        s.push_str(&format!(
+            "add rule {p} {CHAIN} {} comment {}\n",
+            rule_body(a),
+            quote(&comment)
+        ));
+    }
+    s
+}
+
+/// The DEL transaction: delete this instance's rules (found by hash; no address needed).
+/// Empty when there is nothing to delete.
+pub fn teardown_script(
+    existing: &[NftRule],
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+) -> String {
+    let instance = names::nft_masq_prefix(net, ifname, container_id);
+    delete_script(existing.iter().filter(|r| r.comment.starts_with(&instance)))
+}
+
+/// The GC transaction: delete the rules of this network whose comment is not one of the valid
+/// attachments' comments (the reference's `gcIPMasqNFTables`).
+pub fn gc_script(existing: &[NftRule], net: &str, valid: &[Attachment]) -> String {
+    let net_hash = names::h16(net);
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|a| names::nft_masq_comment(net, &a.ifname, &a.container_id))
+        .collect();
+    delete_script(
+        existing
+            .iter()
+            .filter(|r| r.comment.starts_with(&net_hash) && !keep.contains(&r.comment)),
+    )
+}
+
+fn delete_script<'a>(rules: impl Iterator<Item = &'a NftRule>) -> String {
+    let p = prefix();
+    rules
+        .map(|r| format!("delete rule {p} {} handle {}\n", r.chain, r.handle))
+        .collect()
+}
+
+/// The source addresses matched by the rules carrying `comment` in a listing.
+fn saddrs_of(listing: &Value, comment: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(items) = listing.get("nftables").and_then(Value::as_array) else {
+        return out;
+    };
+    for rule in items.iter().filter_map(|i| i.get("rule")) {
+        if rule.get("chain").and_then(Value::as_str) != Some(CHAIN)
+            || rule.get("comment").and_then(Value::as_str) != Some(comment)
+        {
+            continue;
+        }
+        for e in rule
+            .get("expr")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(m) = e.get("match") else { continue };
+            let field = m
+                .get("left")
+                .and_then(|l| l.get("payload"))
+                .and_then(|p| p.get("field"))
+                .and_then(Value::as_str);
+            if field == Some("saddr")
+                && let Some(r) = m.get("right").and_then(Value::as_str)
+            {
+                out.push(r.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Verifies that the listing holds one rule per address for this instance and that the
+/// postrouting hook jumps to it.
+pub fn verify(
+    listing: Option<&Value>,
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+    addrs: &[IpNet],
+) -> Result<(), String> {
+    let Some(listing) = listing else {
+        return Err(format!("nftables table {FAMILY} {TABLE} not found"));
+    };
+    let has_goto = rules(listing)
+        .iter()
+        .any(|r| r.chain == "postrouting" && r.table == TABLE);
+    if !has_goto {
+        return Err(format!(
+            "nftables chain {FAMILY} {TABLE} postrouting has no rules"
+        ));
+    }
+    let comment = names::nft_masq_comment(net, ifname, container_id);
+    let found = saddrs_of(listing, &comment);
+    for a in addrs {
+        let want = a.addr().to_string();
+        if !found.contains(&want) {
+            return Err(format!(
+                "nftables masquerade rule for {want} (comment {comment:?}) not found in {FAMILY} {TABLE} {CHAIN}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(handle: u64, comment: &str) -> NftRule {
+        NftRule {
+            family: FAMILY.into(),
+            table: TABLE.into(),
+            chain: CHAIN.into(),
+            handle,
+            comment: comment.into(),
+        }
+    }
+
+    #[test]
+    fn setup_matches_the_reference_layout() {
+        let s = setup_script(
+            &[],
+            "unit-test",
+            "eth0",
+            "one",
+            &["192.168.1.1/24".parse().unwrap()],
+        );
+        let want = "add table inet cni_plugins_masquerade { comment \"Masquerading for plugins from github.com/containernetworking/plugins\" ; }\n\
+add chain inet cni_plugins_masquerade masq_checks { comment \"Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet\" ; }\n\
+add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority 100 ; }\n\
+flush chain inet cni_plugins_masquerade postrouting\n\
+add rule inet cni_plugins_masquerade postrouting ip daddr == 224.0.0.0/4  return\n\
+add rule inet cni_plugins_masquerade postrouting ip6 daddr == ff00::/8  return\n\
+add rule inet cni_plugins_masquerade postrouting goto masq_checks\n\
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 192.168.1.1 ip daddr != 192.168.1.0/24 masquerade comment \"6fd94d501e58f0aa-287fc69eff0574a2, net: unit-test, if: eth0, id: one\"\n";
+        assert_eq!(s, want);
+        let v6 = rule_body(&"2001:db8:1::2/64".parse().unwrap());
+        assert_eq!(
+            v6,
+            "ip6 saddr == 2001:db8:1::2 ip6 daddr != 2001:db8:1::/64 masquerade"
+        );
+    }
+
+    #[test]
+    fn stale_instance_rules_are_replaced_and_others_kept() {
+        let existing = vec![
+            rule(
+                5,
+                "6fd94d501e58f0aa-287fc69eff0574a2, net: unit-test, if: eth0, id: one",
+            ),
+            rule(
+                6,
+                "6fd94d501e58f0aa-d750b2c8f0f25d5f, net: unit-test, if: eth0, id: two",
+            ),
+        ];
+        let s = setup_script(
+            &existing,
+            "unit-test",
+            "eth0",
+            "one",
+            &["192.168.1.1/24".parse().unwrap()],
+        );
+        assert!(s.contains("delete rule inet cni_plugins_masquerade masq_checks handle 5\n"));
+        assert!(!s.contains("handle 6"));
+        assert_eq!(
+            teardown_script(&existing, "unit-test", "eth0", "two"),
+            "delete rule inet cni_plugins_masquerade masq_checks handle 6\n"
+        );
+        assert_eq!(teardown_script(&existing, "unit-test", "eth1", "two"), "");
+    }
+
+    #[test]
+    fn gc_follows_the_reference_vectors() {
+        let existing = vec![
+            rule(
+                2,
+                "6fd94d501e58f0aa-d750b2c8f0f25d5f, net: unit-test, if: eth0, id: two",
+            ),
+            rule(
+                3,
+                "6fd94d501e58f0aa-a4d4adb82b669cfe, net: unit-test, if: eth0, id: three",
+            ),
+            rule(
+                4,
+                "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three",
+            ),
+            rule(
+                7,
+                "6fd94d501e58f0aa-e766de567ef6c543, net: unit-test, if: eth0, id: four",
+            ),
+        ];
+        let att = |id: &str, ifn: &str| Attachment {
+            container_id: id.into(),
+            ifname: ifn.into(),
+        };
+        let s = gc_script(
+            &existing,
+            "unit-test",
+            &[att("two", "eth0"), att("three", "eth0"), att("one", "eth0")],
+        );
+        assert_eq!(
+            s,
+            "delete rule inet cni_plugins_masquerade masq_checks handle 7\n"
+        );
+        assert_eq!(
+            gc_script(&existing, "alternate", &[att("three", "net1")]),
+            ""
+        );
+        assert_eq!(gc_script(&existing, "unit-test", &[]).lines().count(), 3);
+    }
+
+    #[test]
+    fn verify_reads_saddr_from_the_listing() {
+        let c = "d23676b4f2d9fe04-ebce0e3dd4dafae3, net: mynet, if: eth0, id: abc123";
+        let listing: Value = serde_json::from_str(&format!(
+            r#"{{"nftables":[{{"rule":{{"family":"inet","table":"cni_plugins_masquerade","chain":"postrouting","handle":3,"expr":[]}}}},
+            {{"rule":{{"family":"inet","table":"cni_plugins_masquerade","chain":"masq_checks","handle":9,"comment":"{c}",
+            "expr":[{{"match":{{"op":"==","left":{{"payload":{{"protocol":"ip","field":"saddr"}}}},"right":"10.88.0.2"}}}}]}}}}]}}"#
+        ))
+        .unwrap();
+        let a: Vec<IpNet> = vec!["10.88.0.2/16".parse().unwrap()];
+        assert!(verify(Some(&listing), "mynet", "eth0", "abc123", &a).is_ok());
+        let b: Vec<IpNet> = vec!["10.88.0.3/16".parse().unwrap()];
+        assert!(verify(Some(&listing), "mynet", "eth0", "abc123", &b).is_err());
+        assert!(verify(None, "mynet", "eth0", "abc123", &a).is_err());
+    }
+}

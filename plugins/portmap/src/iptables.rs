@@ -1,0 +1,844 @@
+//! The iptables backend: the reference's rules (`plugins.md` §3.3) generated as pure argv
+//! lists, then applied per family as **one** `iptables-save -t nat` listing plus **one**
+//! `iptables-restore --noflush` transaction.
+//!
+//! * Shared chains (`CNI-HOSTPORT-*`) are created with `-N` only when the listing lacks them
+//!   and are never declared with `:` (that would flush them); their rules are appended only
+//!   when the listing lacks them ("unique append").
+//! * The per-container chain `CNI-DN-<hash>` is declared with `:` (created, or flushed if it
+//!   exists) and rebuilt; its old entry rules are deleted in the same transaction.
+//! * If a concurrent ADD created a shared chain between our listing and our commit, the
+//!   transaction fails as a whole and is retried once from a fresh listing.
+
+use crate::config::{Config, PortMapping, Protocol, is_v6};
+use crate::error::PortmapError;
+use cni_kernel::firewall::iptables::{Iptables, Restore, Ruleset, canonical_rule};
+use cni_kernel::firewall::names::{chain_name_with_prefix, dnat_comment};
+use cni_kernel::firewall::{Family, FirewallError};
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+
+/// The table everything lives in.
+pub const TABLE: &str = "nat";
+/// Entry chain of all port mappings.
+pub const DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
+/// Chain that sets the masquerade mark.
+pub const SETMARK_CHAIN: &str = "CNI-HOSTPORT-SETMARK";
+/// Chain that masquerades marked packets.
+pub const MASQ_CHAIN: &str = "CNI-HOSTPORT-MASQ";
+/// Legacy (pre-0.7) SNAT entry chain; only torn down.
+pub const LEGACY_SNAT_CHAIN: &str = "CNI-HOSTPORT-SNAT";
+/// Comment of the SETMARK rule.
+pub const SETMARK_COMMENT: &str = "CNI portfwd masquerade mark";
+/// Comment of the POSTROUTING jump to the MASQ chain.
+pub const MASQ_COMMENT: &str = "CNI portfwd requiring masquerade";
+/// Ports per multiport match (the kernel's limit).
+pub const MULTIPORT_MAX: usize = 15;
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// `CNI-DN-<hash(net + id)>`.
+pub fn dnat_chain(net: &str, id: &str) -> String {
+    chain_name_with_prefix(net, id, "DN-")
+}
+
+/// Legacy `CNI-SN-<hash(net + id)>`.
+pub fn legacy_snat_chain(net: &str, id: &str) -> String {
+    chain_name_with_prefix(net, id, "SN-")
+}
+
+/// `ip:port`, IPv6 in brackets (`fmtIpPort`).
+pub fn ip_port(ip: std::net::IpAddr, port: u16) -> String {
+    let ip = ip.to_canonical();
+    if ip.is_ipv4() {
+        format!("{ip}:{port}")
+    } else {
+        format!("[{ip}]:{port}")
+    }
+}
+
+/// The chain hairpin/localhost traffic jumps to for marking.
+pub fn setmark_target(conf: &Config) -> &str {
+    conf.external_set_mark_chain
+        .as_deref()
+        .unwrap_or(SETMARK_CHAIN)
+}
+
+/// A rule to put in a chain: `(chain, argv)`; `insert_first` for `-I chain 1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRule {
+    pub chain: &'static str,
+    pub args: Vec<String>,
+    pub insert_first: bool,
+}
+
+/// The shared chains and their rules, in the reference's order (§3.3 steps 1 and 2).
+pub fn shared_rules(conf: &Config) -> (Vec<&'static str>, Vec<SharedRule>) {
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    if conf.snat && conf.external_set_mark_chain.is_none() {
+        let mark = conf.mark();
+        chains.push(SETMARK_CHAIN);
+        rules.push(SharedRule {
+            chain: SETMARK_CHAIN,
+            args: s(&[
+                "-m",
+                "comment",
+                "--comment",
+                SETMARK_COMMENT,
+                "-j",
+                "MARK",
+                "--set-xmark",
+                &mark,
+            ]),
+            insert_first: false,
+        });
+        chains.push(MASQ_CHAIN);
+        rules.push(SharedRule {
+            chain: MASQ_CHAIN,
+            args: s(&["-m", "mark", "--mark", &mark, "-j", "MASQUERADE"]),
+            insert_first: false,
+        });
+        rules.push(SharedRule {
+            chain: "POSTROUTING",
+            args: s(&["-m", "comment", "--comment", MASQ_COMMENT, "-j", MASQ_CHAIN]),
+            insert_first: true,
+        });
+    }
+    chains.push(DNAT_CHAIN);
+    for entry in ["PREROUTING", "OUTPUT"] {
+        rules.push(SharedRule {
+            chain: entry,
+            args: s(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT_CHAIN]),
+            insert_first: false,
+        });
+    }
+    (chains, rules)
+}
+
+/// The rules of `CNI-DN-<hash>` for one container address (`fillDnatRules`), argv exactly as
+/// the reference generates them.
+pub fn dnat_rules(conf: &Config, container: IpNet) -> Vec<Vec<String>> {
+    let v6 = is_v6(&container.addr());
+    let mut out = Vec::new();
+    let src = cni::result::net_string(&container);
+    let target = setmark_target(conf);
+    for m in conf.mappings.iter().filter(|m| m.applies_to(v6)) {
+        let mut base = s(&[
+            "-p",
+            m.protocol.as_str(),
+            "--dport",
+            &m.host_port.to_string(),
+        ]);
+        if let Some(h) = m.host_ip_match() {
+            base.extend(s(&["-d", h]));
+        }
+        if conf.snat {
+            let masq_src = if conf.masq_all {
+                if v6 { "::/0" } else { "0.0.0.0/0" }
+            } else {
+                src.as_str()
+            };
+            let mut r = base.clone();
+            r.extend(s(&["-s", masq_src, "-j", target]));
+            out.push(r);
+            if !v6 && !conf.masq_all {
+                let mut r = base.clone();
+                r.extend(s(&["-s", "127.0.0.1", "-j", target]));
+                out.push(r);
+            }
+        }
+        let mut r = base;
+        r.extend(s(&[
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &ip_port(container.addr(), m.container_port),
+        ]));
+        out.push(r);
+    }
+    out
+}
+
+/// The entry rules appended to `CNI-HOSTPORT-DNAT` (without the final `-j <chain>`): one per
+/// protocol (sorted) per chunk of 15 host ports, built from **all** mappings.
+pub fn entry_rules(conf: &Config, container_id: &str, v6: bool) -> Vec<Vec<String>> {
+    let mut by_proto: BTreeMap<Protocol, Vec<u16>> = BTreeMap::new();
+    for m in &conf.mappings {
+        by_proto.entry(m.protocol).or_default().push(m.host_port);
+    }
+    let comment = dnat_comment(&conf.network, container_id);
+    let mut out = Vec::new();
+    for (proto, ports) in by_proto {
+        for chunk in ports.chunks(MULTIPORT_MAX) {
+            let list: Vec<String> = chunk.iter().map(u16::to_string).collect();
+            let mut r = s(&[
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-m",
+                "multiport",
+                "-p",
+                proto.as_str(),
+                "--destination-ports",
+                &list.join(","),
+            ]);
+            r.extend(conf.conditions(v6).iter().cloned());
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// What one ADD did to one family, so that it can be undone exactly.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub family: Option<Family>,
+    /// Shared chains this ADD created.
+    pub created_chains: Vec<String>,
+    /// Shared rules this ADD added.
+    pub added_shared: Vec<(String, Vec<String>)>,
+    /// Entry rules added to `CNI-HOSTPORT-DNAT`.
+    pub entries: Vec<Vec<String>>,
+    /// The per-container chain.
+    pub chain: String,
+}
+
+fn fw(what: &str, tool: &Iptables) -> impl FnOnce(FirewallError) -> PortmapError {
+    let what = format!("{what} ({})", tool.bin());
+    move |e| PortmapError::firewall(what, e)
+}
+
+/// Builds the ADD transaction for one family from a listing. Pure.
+pub fn add_transaction(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    listing: &Ruleset,
+) -> (Restore, Applied) {
+    let v6 = is_v6(&container.addr());
+    let chain = dnat_chain(&conf.network, container_id);
+    let mut tx = Restore::new(TABLE);
+    let mut applied = Applied {
+        family: Some(if v6 { Family::V6 } else { Family::V4 }),
+        chain: chain.clone(),
+        ..Applied::default()
+    };
+    let (chains, rules) = shared_rules(conf);
+    for c in chains {
+        if !listing.has_chain(c) {
+            tx.new_chain(c);
+            applied.created_chains.push(c.to_string());
+        }
+    }
+    for r in rules {
+        if listing.find_rule(r.chain, &r.args).is_some() {
+            continue;
+        }
+        if r.insert_first {
+            tx.insert_first(r.chain, &r.args);
+        } else {
+            tx.append(r.chain, &r.args);
+        }
+        applied.added_shared.push((r.chain.to_string(), r.args));
+    }
+    // Old entry rules of this container (a repeated ADD) go; the chain is rebuilt.
+    for old in listing.chain_rules(DNAT_CHAIN) {
+        if old.target() == Some(chain.as_str()) {
+            tx.delete_saved(old);
+        }
+    }
+    tx.declare_chain(&chain);
+    for r in dnat_rules(conf, container) {
+        tx.append(&chain, &r);
+    }
+    for mut r in entry_rules(conf, container_id, v6) {
+        r.extend(s(&["-j", &chain]));
+        tx.append(DNAT_CHAIN, &r);
+        applied.entries.push(r);
+    }
+    (tx, applied)
+}
+
+/// ADD for one family: one listing, one transaction (retried once from a fresh listing if a
+/// concurrent ADD changed the shared chains in between).
+pub fn add(conf: &Config, container_id: &str, container: IpNet) -> Result<Applied, PortmapError> {
+    let family = if is_v6(&container.addr()) {
+        Family::V6
+    } else {
+        Family::V4
+    };
+    let tool = Iptables::new(family);
+    let mut last = None;
+    for _ in 0..2 {
+        let listing = tool
+            .save(TABLE)
+            .map_err(fw("could not list table nat", &tool))?;
+        let (tx, applied) = add_transaction(conf, container_id, container, &listing);
+        match tool.restore(&tx) {
+            Ok(()) => return Ok(applied),
+            Err(e @ FirewallError::Locked { .. }) => {
+                return Err(fw("could not set up port mappings", &tool)(e));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fw("could not set up port mappings", &tool)(last.unwrap_or(
+        FirewallError::Output {
+            cmd: "iptables-restore".into(),
+            what: "no attempt made".into(),
+        },
+    )))
+}
+
+/// Undoes one family's ADD exactly: the container's chain and entry rules, the shared rules
+/// it added, and the shared chains it created if nothing else uses them by now.
+pub fn rollback(applied: &Applied) -> Result<(), PortmapError> {
+    let Some(family) = applied.family else {
+        return Ok(());
+    };
+    let tool = Iptables::new(family);
+    let listing = tool
+        .save(TABLE)
+        .map_err(fw("could not list table nat", &tool))?;
+    let mut own = Restore::new(TABLE);
+    let mut removed: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for old in listing.chain_rules(DNAT_CHAIN) {
+        if old.target() == Some(applied.chain.as_str()) {
+            own.delete_saved(old);
+            removed.push((old.chain.clone(), canonical_rule(&old.args)));
+        }
+    }
+    if listing.has_chain(&applied.chain) {
+        own.flush_chain(&applied.chain).delete_chain(&applied.chain);
+    }
+    let mut full = own.clone();
+    for (chain, args) in applied.added_shared.iter().rev() {
+        if let Some(r) = listing.find_rule(chain, args) {
+            full.delete_saved(r);
+            removed.push((r.chain.clone(), canonical_rule(&r.args)));
+        }
+    }
+    for c in applied.created_chains.iter().rev() {
+        let still_used = listing
+            .rules
+            .iter()
+            .filter(|r| &r.chain == c || r.target() == Some(c.as_str()))
+            .any(|r| {
+                let key = (r.chain.clone(), canonical_rule(&r.args));
+                r.chain != applied.chain && !removed.contains(&key)
+            });
+        if listing.has_chain(c) && !still_used {
+            full.delete_chain(c);
+        }
+    }
+    if tool.restore(&full).is_ok() {
+        return Ok(());
+    }
+    tool.restore(&own)
+        .map_err(fw("could not roll back port mappings", &tool))
+}
+
+/// What DEL found and removed in one family.
+#[derive(Clone, Debug, Default)]
+pub struct Removed {
+    /// UDP host ports of the removed DNAT rules (for the conntrack flush).
+    pub udp_ports: Vec<u16>,
+    /// Something was removed.
+    pub any: bool,
+}
+
+/// The removal transaction for a container's per-container state in one listing: entry rules
+/// jumping to `CNI-DN-<hash>` (and the legacy `CNI-SN-<hash>`), then the chains. Pure.
+pub fn del_transaction(net: &str, container_id: &str, listing: &Ruleset) -> (Restore, Removed) {
+    let mut tx = Restore::new(TABLE);
+    let mut removed = Removed::default();
+    for (entry, chain) in [
+        (DNAT_CHAIN, dnat_chain(net, container_id)),
+        (LEGACY_SNAT_CHAIN, legacy_snat_chain(net, container_id)),
+    ] {
+        for r in listing.chain_rules(entry) {
+            if r.target() == Some(chain.as_str()) {
+                tx.delete_saved(r);
+                removed.any = true;
+            }
+        }
+        if listing.has_chain(&chain) {
+            for r in listing.chain_rules(&chain) {
+                if r.value_of("-p") == Some("udp")
+                    && let Some(p) = r.value_of("--dport").and_then(|p| p.parse().ok())
+                    && !removed.udp_ports.contains(&p)
+                {
+                    removed.udp_ports.push(p);
+                }
+            }
+            tx.flush_chain(&chain).delete_chain(&chain);
+            removed.any = true;
+        }
+    }
+    (tx, removed)
+}
+
+/// DEL for one family. A family whose tools are missing or cannot list is skipped (nothing of
+/// ours can exist there); a failing removal is an error.
+pub fn del(net: &str, container_id: &str, family: Family) -> Result<Removed, PortmapError> {
+    let tool = Iptables::new(family);
+    if !tool.available() {
+        return Ok(Removed::default());
+    }
+    let listing = match tool.save(TABLE) {
+        Ok(l) => l,
+        Err(e @ FirewallError::Locked { .. }) => {
+            return Err(fw("could not list table nat", &tool)(e));
+        }
+        Err(e) => {
+            eprintln!(
+                "portmap: {} unusable, nothing to remove there: {e}",
+                tool.bin()
+            );
+            return Ok(Removed::default());
+        }
+    };
+    let (tx, removed) = del_transaction(net, container_id, &listing);
+    tool.restore(&tx)
+        .map_err(fw("could not remove port mappings", &tool))?;
+    Ok(removed)
+}
+
+/// CHECK for one container address: every rule of the container, the shared chains and the
+/// jumps into them. Returns the list of what is missing (empty = fine). Pure.
+pub fn check_listing(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    listing: &Ruleset,
+) -> Vec<String> {
+    let v6 = is_v6(&container.addr());
+    let chain = dnat_chain(&conf.network, container_id);
+    let mut missing = Vec::new();
+    let (chains, rules) = shared_rules(conf);
+    for c in chains {
+        if !listing.has_chain(c) {
+            missing.push(format!("chain {c}"));
+        }
+    }
+    if let Some(ext) = &conf.external_set_mark_chain
+        && conf.snat
+        && !listing.has_chain(ext)
+    {
+        missing.push(format!("external set-mark chain {ext}"));
+    }
+    for r in rules {
+        if listing.find_rule(r.chain, &r.args).is_none() {
+            missing.push(format!("rule [{}] in chain {}", r.args.join(" "), r.chain));
+        }
+    }
+    if !listing.has_chain(&chain) {
+        missing.push(format!("chain {chain}"));
+        return missing;
+    }
+    for r in dnat_rules(conf, container) {
+        if listing.find_rule(&chain, &r).is_none() {
+            missing.push(format!("rule [{}] in chain {chain}", r.join(" ")));
+        }
+    }
+    for mut r in entry_rules(conf, container_id, v6) {
+        r.extend(s(&["-j", &chain]));
+        if listing.find_rule(DNAT_CHAIN, &r).is_none() {
+            missing.push(format!("rule [{}] in chain {DNAT_CHAIN}", r.join(" ")));
+        }
+    }
+    missing
+}
+
+/// CHECK for one container address (one listing).
+pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), PortmapError> {
+    let family = if is_v6(&container.addr()) {
+        Family::V6
+    } else {
+        Family::V4
+    };
+    let tool = Iptables::new(family);
+    let listing = tool
+        .save(TABLE)
+        .map_err(fw("could not list table nat", &tool))?;
+    let missing = check_listing(conf, container_id, container, &listing);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PortmapError::Check(format!(
+            "{} table nat is missing: {}",
+            tool.bin(),
+            missing.join("; ")
+        )))
+    }
+}
+
+/// Container IDs of this network with entry rules in a listing (from the
+/// `dnat name: "<net>" id: "<id>"` comments). Comments cut at 255 bytes are not attributable.
+pub fn attached_ids(net: &str, listing: &Ruleset) -> Vec<String> {
+    let prefix = format!("dnat name: \"{net}\" id: \"");
+    let mut ids: Vec<String> = listing
+        .chain_rules(DNAT_CHAIN)
+        .filter_map(|r| r.comment())
+        .filter_map(|c| c.strip_prefix(&prefix))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// GC for one family: removes the per-container state of every container of this network
+/// whose entry rules carry an ID not in `valid`. Returns the removed IDs and UDP ports.
+pub fn gc(
+    net: &str,
+    is_valid: &dyn Fn(&str) -> bool,
+    family: Family,
+) -> Result<(Vec<String>, Vec<u16>), PortmapError> {
+    let tool = Iptables::new(family);
+    if !tool.available() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let listing = match tool.save(TABLE) {
+        Ok(l) => l,
+        Err(e @ FirewallError::Locked { .. }) => {
+            return Err(fw("could not list table nat", &tool)(e));
+        }
+        Err(_) => return Ok((Vec::new(), Vec::new())),
+    };
+    let stale: Vec<String> = attached_ids(net, &listing)
+        .into_iter()
+        .filter(|id| !is_valid(id))
+        .collect();
+    let mut tx = Restore::new(TABLE);
+    let mut ports = Vec::new();
+    for id in &stale {
+        let (one, removed) = del_transaction(net, id, &listing);
+        tx.merge(&one);
+        ports.extend(removed.udp_ports);
+    }
+    // Unreferenced CNI-DN-* chains cannot be attributed to a network: reported only.
+    let referenced: Vec<&str> = listing
+        .chain_rules(DNAT_CHAIN)
+        .filter_map(|r| r.target())
+        .collect();
+    for c in listing.chains.iter().filter(|c| c.starts_with("CNI-DN-")) {
+        if !referenced.contains(&c.as_str()) {
+            eprintln!(
+                "portmap GC: chain {c} in {} table nat is not referenced by any entry rule and cannot be attributed to a network; left alone",
+                tool.bin()
+            );
+        }
+    }
+    tool.restore(&tx)
+        .map_err(fw("could not remove stale port mappings", &tool))?;
+    Ok((stale, ports))
+}
+
+/// The mappings of one family (for tests and messages).
+pub fn family_mappings(conf: &Config, v6: bool) -> impl Iterator<Item = &PortMapping> {
+    conf.mappings.iter().filter(move |m| m.applies_to(v6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::config::NetConf;
+
+    const L: &str = "icee6giejonei6sohng6ahngee7laquohquee9shiGo7fohferakah3Feiyoolu2pei7ciPhoh7shaoX6vai3vuf0ahfaeng8yohb9ceu0daez5hashee8ooYai5wa3y";
+
+    fn upstream(extra: &str) -> Config {
+        let json = format!(
+            r#"{{"name":"test","type":"portmap","cniVersion":"1.0.0","snat":true,
+            "conditionsV4":["-a","b"],"conditionsV6":["-c","d"]{extra},
+            "runtimeConfig":{{"portMappings":[
+                {{"hostPort":8080,"containerPort":80,"protocol":"tcp"}},
+                {{"hostPort":8081,"containerPort":80,"protocol":"tcp"}},
+                {{"hostPort":8080,"containerPort":81,"protocol":"udp"}},
+                {{"hostPort":8082,"containerPort":82,"protocol":"udp"}},
+                {{"hostPort":8083,"containerPort":83,"protocol":"tcp","hostIP":"192.168.0.2"}},
+                {{"hostPort":8084,"containerPort":84,"protocol":"tcp","hostIP":"0.0.0.0"}},
+                {{"hostPort":8085,"containerPort":85,"protocol":"tcp","hostIP":"2001:db8:a::1"}},
+                {{"hostPort":8086,"containerPort":86,"protocol":"tcp","hostIP":"::"}}]}}}}"#
+        );
+        let nc = NetConf::parse(json.as_bytes()).unwrap();
+        Config::parse(&nc, || crate::config::Backend::Iptables).unwrap()
+    }
+
+    fn lines(v: &[Vec<String>]) -> Vec<String> {
+        v.iter().map(|r| r.join(" ")).collect()
+    }
+
+    #[test]
+    fn chain_name_vector() {
+        assert_eq!(dnat_chain("test", L), "CNI-DN-67e92b96e692a494b6b85");
+        assert_eq!(
+            dnat_chain("mynet", "abc123"),
+            "CNI-DN-70a29d9dc18bc4d652ea5"
+        );
+    }
+
+    #[test]
+    fn upstream_entry_rules() {
+        let c = upstream("");
+        let cm = format!("dnat name: \"test\" id: \"{L}\"");
+        let want4 = [
+            vec![
+                "-m",
+                "comment",
+                "--comment",
+                &cm,
+                "-m",
+                "multiport",
+                "-p",
+                "tcp",
+                "--destination-ports",
+                "8080,8081,8083,8084,8085,8086",
+                "-a",
+                "b",
+            ],
+            vec![
+                "-m",
+                "comment",
+                "--comment",
+                &cm,
+                "-m",
+                "multiport",
+                "-p",
+                "udp",
+                "--destination-ports",
+                "8080,8082",
+                "-a",
+                "b",
+            ],
+        ];
+        let got = entry_rules(&c, L, false);
+        assert_eq!(got, want4.iter().map(|r| s(r)).collect::<Vec<_>>());
+        let got6 = entry_rules(&c, L, true);
+        assert_eq!(got6[0].last().map(String::as_str), Some("d"));
+        assert_eq!(got6[0][got6[0].len() - 2], "-c");
+    }
+
+    #[test]
+    fn upstream_dnat_rules_v4() {
+        let c = upstream("");
+        let got = lines(&dnat_rules(&c, "10.0.0.2/24".parse().unwrap()));
+        let want = [
+            "-p tcp --dport 8080 -s 10.0.0.2/24 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8080 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8080 -j DNAT --to-destination 10.0.0.2:80",
+            "-p tcp --dport 8081 -s 10.0.0.2/24 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8081 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8081 -j DNAT --to-destination 10.0.0.2:80",
+            "-p udp --dport 8080 -s 10.0.0.2/24 -j CNI-HOSTPORT-SETMARK",
+            "-p udp --dport 8080 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK",
+            "-p udp --dport 8080 -j DNAT --to-destination 10.0.0.2:81",
+            "-p udp --dport 8082 -s 10.0.0.2/24 -j CNI-HOSTPORT-SETMARK",
+            "-p udp --dport 8082 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK",
+            "-p udp --dport 8082 -j DNAT --to-destination 10.0.0.2:82",
+            "-p tcp --dport 8083 -d 192.168.0.2 -s 10.0.0.2/24 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8083 -d 192.168.0.2 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8083 -d 192.168.0.2 -j DNAT --to-destination 10.0.0.2:83",
+            "-p tcp --dport 8084 -s 10.0.0.2/24 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8084 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8084 -j DNAT --to-destination 10.0.0.2:84",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn upstream_dnat_rules_v6() {
+        let c = upstream("");
+        let got = lines(&dnat_rules(&c, "2001:db8::2/64".parse().unwrap()));
+        let want = [
+            "-p tcp --dport 8080 -s 2001:db8::2/64 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8080 -j DNAT --to-destination [2001:db8::2]:80",
+            "-p tcp --dport 8081 -s 2001:db8::2/64 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8081 -j DNAT --to-destination [2001:db8::2]:80",
+            "-p udp --dport 8080 -s 2001:db8::2/64 -j CNI-HOSTPORT-SETMARK",
+            "-p udp --dport 8080 -j DNAT --to-destination [2001:db8::2]:81",
+            "-p udp --dport 8082 -s 2001:db8::2/64 -j CNI-HOSTPORT-SETMARK",
+            "-p udp --dport 8082 -j DNAT --to-destination [2001:db8::2]:82",
+            "-p tcp --dport 8085 -d 2001:db8:a::1 -s 2001:db8::2/64 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8085 -d 2001:db8:a::1 -j DNAT --to-destination [2001:db8::2]:85",
+            "-p tcp --dport 8086 -s 2001:db8::2/64 -j CNI-HOSTPORT-SETMARK",
+            "-p tcp --dport 8086 -j DNAT --to-destination [2001:db8::2]:86",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn snat_false_external_chain_and_masq_all() {
+        let c = upstream(r#","snat":false"#);
+        let got = lines(&dnat_rules(&c, "10.0.0.2/24".parse().unwrap()));
+        assert_eq!(got.len(), 6);
+        assert!(got.iter().all(|l| l.contains("-j DNAT")));
+        let (chains, rules) = shared_rules(&c);
+        assert_eq!(chains, vec![DNAT_CHAIN]);
+        assert_eq!(rules.len(), 2);
+
+        let c = upstream(r#","externalSetMarkChain":"PLZ-SET-MARK""#);
+        let got = lines(&dnat_rules(&c, "10.0.0.2/24".parse().unwrap()));
+        assert_eq!(got[0], "-p tcp --dport 8080 -s 10.0.0.2/24 -j PLZ-SET-MARK");
+        assert_eq!(got[1], "-p tcp --dport 8080 -s 127.0.0.1 -j PLZ-SET-MARK");
+        let (chains, _) = shared_rules(&c);
+        assert_eq!(chains, vec![DNAT_CHAIN]);
+
+        let c = upstream(r#","masqAll":true"#);
+        let got = lines(&dnat_rules(&c, "10.0.0.2/24".parse().unwrap()));
+        assert_eq!(
+            got[0],
+            "-p tcp --dport 8080 -s 0.0.0.0/0 -j CNI-HOSTPORT-SETMARK"
+        );
+        assert_eq!(
+            got[1],
+            "-p tcp --dport 8080 -j DNAT --to-destination 10.0.0.2:80"
+        );
+        assert!(!got.iter().any(|l| l.contains("127.0.0.1")));
+        let got = lines(&dnat_rules(&c, "2001:db8::2/64".parse().unwrap()));
+        assert_eq!(
+            got[0],
+            "-p tcp --dport 8080 -s ::/0 -j CNI-HOSTPORT-SETMARK"
+        );
+    }
+
+    #[test]
+    fn mark_chains_for_bit_5() {
+        let c = upstream(r#","markMasqBit":5"#);
+        let (chains, rules) = shared_rules(&c);
+        assert_eq!(chains, vec![SETMARK_CHAIN, MASQ_CHAIN, DNAT_CHAIN]);
+        let text: Vec<(String, String, bool)> = rules
+            .iter()
+            .map(|r| (r.chain.to_string(), r.args.join(" "), r.insert_first))
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                (SETMARK_CHAIN.into(), "-m comment --comment CNI portfwd masquerade mark -j MARK --set-xmark 0x20/0x20".into(), false),
+                (MASQ_CHAIN.into(), "-m mark --mark 0x20/0x20 -j MASQUERADE".into(), false),
+                ("POSTROUTING".into(), "-m comment --comment CNI portfwd requiring masquerade -j CNI-HOSTPORT-MASQ".into(), true),
+                ("PREROUTING".into(), "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".into(), false),
+                ("OUTPUT".into(), "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".into(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn multiport_chunks_of_15() {
+        let maps: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    r#"{{"hostPort":{},"containerPort":80,"protocol":"{}"}}"#,
+                    10000 + i,
+                    if i % 2 == 0 { "udp" } else { "tcp" }
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"name":"n","runtimeConfig":{{"portMappings":[{}]}}}}"#,
+            maps.join(",")
+        );
+        let c = Config::parse(&NetConf::parse(json.as_bytes()).unwrap(), || {
+            crate::config::Backend::Iptables
+        })
+        .unwrap();
+        let e = entry_rules(&c, "c", false);
+        // tcp: 20 ports → 15 + 5; udp: 20 → 15 + 5; tcp first (sorted).
+        assert_eq!(e.len(), 4);
+        assert_eq!(e[0][7], "tcp");
+        assert_eq!(e[0][9].split(',').count(), 15);
+        assert_eq!(e[1][9].split(',').count(), 5);
+        assert_eq!(e[2][7], "udp");
+        assert_eq!(e[2][9].split(',').next(), Some("10000"));
+    }
+
+    const EMPTY: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+
+    #[test]
+    fn add_transaction_on_empty_and_existing_tables() {
+        let c = upstream("");
+        let (tx, applied) = add_transaction(
+            &c,
+            "abc",
+            "10.0.0.2/24".parse().unwrap(),
+            &Ruleset::parse(EMPTY),
+        );
+        let text = tx.render();
+        assert!(
+            text.contains("-N CNI-HOSTPORT-SETMARK\n-N CNI-HOSTPORT-MASQ\n-N CNI-HOSTPORT-DNAT\n"),
+            "{text}"
+        );
+        assert!(text.contains("-I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n"));
+        assert!(
+            !text.contains(":CNI-HOSTPORT"),
+            "shared chains are never declared: {text}"
+        );
+        let chain = dnat_chain("test", "abc");
+        assert!(text.contains(&format!(":{chain} - [0:0]\n")));
+        assert_eq!(applied.created_chains.len(), 3);
+        assert_eq!(applied.added_shared.len(), 5);
+        assert_eq!(applied.entries.len(), 2);
+
+        // With everything shared already there, only the container's part is written, and
+        // its old entry rules are deleted first.
+        let existing = format!(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:CNI-HOSTPORT-DNAT - [0:0]\n:CNI-HOSTPORT-MASQ - [0:0]\n:CNI-HOSTPORT-SETMARK - [0:0]\n:{chain} - [0:0]\n\
+-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
+-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
+-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n\
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"test\\\" id: \\\"abc\\\"\" -m multiport --dports 1 -j {chain}\n\
+-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE\n\
+-A CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark 0x2000/0x2000\nCOMMIT\n"
+        );
+        let (tx, applied) = add_transaction(
+            &c,
+            "abc",
+            "10.0.0.2/24".parse().unwrap(),
+            &Ruleset::parse(&existing),
+        );
+        let text = tx.render();
+        assert!(applied.created_chains.is_empty());
+        assert!(
+            applied.added_shared.is_empty(),
+            "{:?}",
+            applied.added_shared
+        );
+        assert!(!text.contains("-N "));
+        assert!(text.contains(&format!("-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"test\\\" id: \\\"abc\\\"\" -m multiport --dports 1 -j {chain}\n")));
+
+        let (del, removed) = del_transaction("test", "abc", &Ruleset::parse(&existing));
+        let text = del.render();
+        assert!(removed.any);
+        assert!(text.contains(&format!("-F {chain}\n-X {chain}\n")));
+        assert!(!text.contains("CNI-HOSTPORT-MASQ"));
+        let (del, removed) = del_transaction("test", "other", &Ruleset::parse(&existing));
+        assert!(del.is_empty());
+        assert!(!removed.any);
+        assert_eq!(
+            attached_ids("test", &Ruleset::parse(&existing)),
+            vec!["abc".to_string()]
+        );
+        assert!(attached_ids("test2", &Ruleset::parse(&existing)).is_empty());
+    }
+
+    #[test]
+    fn check_names_what_is_missing() {
+        let c = upstream("");
+        let missing = check_listing(
+            &c,
+            "abc",
+            "10.0.0.2/24".parse().unwrap(),
+            &Ruleset::parse(EMPTY),
+        );
+        assert!(
+            missing.iter().any(|m| m == "chain CNI-HOSTPORT-DNAT"),
+            "{missing:?}"
+        );
+        assert!(missing.iter().any(|m| m.starts_with("chain CNI-DN-")));
+    }
+}

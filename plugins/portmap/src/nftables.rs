@@ -1,0 +1,604 @@
+//! The nftables backend: the reference's `ip|ip6 cni_hostport` layout (`plugins.md` §3.4)
+//! written as one `nft -f -` script for **both** families (one process per ADD), and one JSON
+//! listing per family where rule handles are needed (DEL, CHECK, GC, rollback).
+//!
+//! Differences from the reference, all invisible to its DEL and CHECK (they only look at
+//! chain names and comments):
+//! * hairpin masquerading matches the container's **subnet** as source (as the iptables
+//!   backend does) and only connections that were DNATed (`ct status dnat`), so that another
+//!   container of the same bridge can use a published port through the node or bridge address
+//!   without `br_netfilter`; `masqAll` is honoured (any source);
+//! * a per-network record chain `attachments_<h16(network)>` holds one never-jumped-to rule per
+//!   attachment and family, `ip daddr <container IP> return comment "<container ID>"`. nft rule
+//!   comments carry no network name, so this record is what lets GC attribute rules to a
+//!   network, and lets DEL remove only the rules of *this* network's attachment (a container
+//!   attached to two networks has the same ID in both).
+
+use crate::config::{Config, is_v6};
+use crate::error::PortmapError;
+use cni_kernel::firewall::names::h16;
+use cni_kernel::firewall::nft::{self, NftRule};
+use ipnet::IpNet;
+use serde_json::Value;
+use std::net::IpAddr;
+
+/// The table name (in families `ip` and `ip6`).
+pub const TABLE: &str = "cni_hostport";
+/// DNAT rules of mappings.
+pub const HOSTPORTS: &str = "hostports";
+/// Legacy chain of hostIP mappings (kept, as the reference keeps it for upgrades).
+pub const HOSTIP_HOSTPORTS: &str = "hostip_hostports";
+/// Jumps to both of the above.
+pub const HOSTPORTS_ALL: &str = "hostports_all";
+/// Masquerading for hairpin and localhost traffic.
+pub const MASQUERADING: &str = "masquerading";
+/// Chains holding per-container rules (what DEL searches, as the reference does).
+pub const RULE_CHAINS: [&str; 3] = [HOSTPORTS, HOSTIP_HOSTPORTS, MASQUERADING];
+/// nft's comment length limit.
+pub const COMMENT_MAX: usize = 128;
+
+/// `ip` or `ip6`.
+pub fn family(v6: bool) -> &'static str {
+    if v6 { "ip6" } else { "ip" }
+}
+
+/// The per-network record chain.
+pub fn record_chain(net: &str) -> String {
+    format!("attachments_{}", h16(net))
+}
+
+/// The rule comment: the container ID, cut to nft's 128-byte limit (the reference would fail
+/// on longer IDs; ADD and DEL cut the same way).
+pub fn comment(container_id: &str) -> String {
+    let mut c = container_id.to_string();
+    if c.len() > COMMENT_MAX {
+        let mut cut = COMMENT_MAX;
+        while !c.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        c.truncate(cut);
+    }
+    c
+}
+
+fn join_host_port(ip: IpAddr, port: u16) -> String {
+    crate::iptables::ip_port(ip, port)
+}
+
+/// The ADD script for one container address (pure). Lines are `add`/`flush` commands of one
+/// transaction; several families can be concatenated into one `nft -f -` input.
+pub fn add_script(conf: &Config, container_id: &str, container: IpNet) -> Vec<String> {
+    let v6 = is_v6(&container.addr());
+    let f = family(v6);
+    let t = format!("{f} {TABLE}");
+    let cmt = nft::quote(&comment(container_id));
+    let ip = container.addr().to_canonical();
+    let conds = conf.conditions(v6).join(" ");
+    let conds = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("{conds} ")
+    };
+    let rec = record_chain(&conf.network);
+    let mut out = vec![
+        format!("add table {t} {{ comment \"CNI portmap plugin\" ; }}"),
+        format!("add chain {t} {HOSTPORTS}"),
+        format!("add chain {t} {HOSTIP_HOSTPORTS}"),
+        format!("add chain {t} {HOSTPORTS_ALL}"),
+    ];
+    if conf.snat {
+        out.push(format!(
+            "add chain {t} {MASQUERADING} {{ type nat hook postrouting priority 100 ; }}"
+        ));
+    }
+    out.extend([
+        format!("add chain {t} output {{ type nat hook output priority -100 ; }}"),
+        format!("add chain {t} prerouting {{ type nat hook prerouting priority -100 ; }}"),
+        format!(
+            "add chain {t} {rec} {{ comment {} ; }}",
+            nft::quote(&format!("portmap attachments of network {}", conf.network))
+        ),
+        format!("flush chain {t} {HOSTPORTS_ALL}"),
+        format!("add rule {t} {HOSTPORTS_ALL} jump {HOSTIP_HOSTPORTS}"),
+        format!("add rule {t} {HOSTPORTS_ALL} jump {HOSTPORTS}"),
+        format!("flush chain {t} prerouting"),
+        format!("add rule {t} prerouting {conds}fib daddr type local jump {HOSTPORTS_ALL}"),
+        format!("flush chain {t} output"),
+        format!("add rule {t} output {conds}fib daddr type local jump {HOSTPORTS_ALL}"),
+    ]);
+    for m in conf.mappings.iter().filter(|m| m.applies_to(v6)) {
+        let daddr = m
+            .host_ip_match()
+            .map(|h| format!("{f} daddr {h} "))
+            .unwrap_or_default();
+        out.push(format!(
+            "add rule {t} {HOSTPORTS} {daddr}{} dport {} dnat to {} comment {cmt}",
+            m.protocol.as_str(),
+            m.host_port,
+            join_host_port(ip, m.container_port)
+        ));
+    }
+    if conf.snat {
+        if conf.masq_all {
+            out.push(format!(
+                "add rule {t} {MASQUERADING} {f} daddr {ip} ct status dnat masquerade comment {cmt}"
+            ));
+        } else {
+            let subnet = container.trunc();
+            out.push(format!(
+                "add rule {t} {MASQUERADING} {f} saddr {subnet} {f} daddr {ip} ct status dnat masquerade comment {cmt}"
+            ));
+            if !v6 {
+                out.push(format!(
+                    "add rule {t} {MASQUERADING} {f} saddr 127.0.0.1 {f} daddr {ip} masquerade comment {cmt}"
+                ));
+            }
+        }
+    }
+    out.push(format!(
+        "add rule {t} {rec} {f} daddr {ip} return comment {cmt}"
+    ));
+    out
+}
+
+/// Applies the ADD for all container addresses in one `nft -f -` transaction.
+pub fn add(conf: &Config, container_id: &str, ips: &[IpNet]) -> Result<(), PortmapError> {
+    let mut script = String::new();
+    for ip in ips {
+        for l in add_script(conf, container_id, *ip) {
+            script.push_str(&l);
+            script.push('\n');
+        }
+    }
+    nft::apply(&script)
+        .map_err(|e| PortmapError::firewall("unable to set up nftables rules for port mappings", e))
+}
+
+/// Whether a JSON value (a rule's expressions) mentions `ip` as an address.
+fn mentions(v: &Value, ip: &str) -> bool {
+    match v {
+        Value::String(s) => s == ip,
+        Value::Array(a) => a.iter().any(|x| mentions(x, ip)),
+        Value::Object(o) => o.values().any(|x| mentions(x, ip)),
+        _ => false,
+    }
+}
+
+/// The `(protocol, dport)` a rule matches, if any.
+fn proto_dport(rule: &Value) -> Option<(String, u64)> {
+    let exprs = rule.get("expr")?.as_array()?;
+    exprs.iter().find_map(|e| {
+        let m = e.get("match")?;
+        let p = m.get("left")?.get("payload")?;
+        if p.get("field")?.as_str()? != "dport" {
+            return None;
+        }
+        Some((
+            p.get("protocol")?.as_str()?.to_string(),
+            m.get("right")?.as_u64()?,
+        ))
+    })
+}
+
+/// A DNAT rule's meaning: `(daddr, protocol, dport, to address, to port)`.
+fn dnat_of(rule: &Value) -> Option<(Option<String>, String, u64, String, u64)> {
+    let exprs = rule.get("expr")?.as_array()?;
+    let (proto, dport) = proto_dport(rule)?;
+    let daddr = exprs.iter().find_map(|e| {
+        let m = e.get("match")?;
+        let p = m.get("left")?.get("payload")?;
+        if p.get("field")?.as_str()? != "daddr" {
+            return None;
+        }
+        m.get("right")?.as_str().map(str::to_string)
+    });
+    let d = exprs.iter().find_map(|e| e.get("dnat"))?;
+    Some((
+        daddr,
+        proto,
+        dport,
+        d.get("addr")?.as_str()?.to_string(),
+        d.get("port")?.as_u64()?,
+    ))
+}
+
+/// The per-container rules to remove from one family's listing: rules with the container's
+/// comment in the reference's chains, restricted to this network's recorded addresses when a
+/// record exists, plus the record rules. Returns `(rules, udp ports)`. Pure.
+pub fn rules_to_remove(net: &str, container_id: &str, listing: &Value) -> (Vec<NftRule>, Vec<u16>) {
+    let cmt = comment(container_id);
+    let rec = record_chain(net);
+    let all = nft::rules_with_json(listing);
+    let recorded: Vec<(&NftRule, &Value)> = all
+        .iter()
+        .filter(|(r, _)| r.chain == rec && r.comment == cmt)
+        .map(|(r, v)| (r, *v))
+        .collect();
+    let ips: Vec<String> = recorded
+        .iter()
+        .filter_map(|(_, v)| {
+            v.get("expr")?
+                .as_array()?
+                .iter()
+                .find_map(|e| e.get("match")?.get("right")?.as_str().map(str::to_string))
+        })
+        .collect();
+    let mut out: Vec<NftRule> = recorded.iter().map(|(r, _)| (*r).clone()).collect();
+    let mut ports = Vec::new();
+    for (r, v) in &all {
+        if !RULE_CHAINS.contains(&r.chain.as_str()) || r.comment != cmt {
+            continue;
+        }
+        if !ips.is_empty() && !ips.iter().any(|ip| mentions(v, ip)) {
+            continue;
+        }
+        if let Some((p, port)) = proto_dport(v)
+            && p == "udp"
+            && let Ok(port) = u16::try_from(port)
+            && !ports.contains(&port)
+        {
+            ports.push(port);
+        }
+        out.push(r.clone());
+    }
+    (out, ports)
+}
+
+/// `delete rule` lines for `rules`.
+pub fn delete_script(rules: &[NftRule]) -> String {
+    let mut s = String::new();
+    for r in rules {
+        s.push_str(&format!(
+            "delete rule {} {} {} handle {}\n",
+            r.family, r.table, r.chain, r.handle
+        ));
+    }
+    s
+}
+
+fn list(v6: bool) -> Result<Option<Value>, PortmapError> {
+    nft::list_table(family(v6), TABLE).map_err(|e| {
+        PortmapError::firewall(format!("could not list table {} {TABLE}", family(v6)), e)
+    })
+}
+
+/// DEL in both families: one listing per family that has the table, one transaction for all
+/// removals. Returns `(ipv4 UDP ports, ipv6 UDP ports)` removed. Without `nft`, nothing can
+/// exist: success.
+pub fn del(net: &str, container_id: &str) -> Result<(Vec<u16>, Vec<u16>), PortmapError> {
+    if !nft::available() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut script = String::new();
+    let mut ports = (Vec::new(), Vec::new());
+    for v6 in [false, true] {
+        let Some(listing) = list(v6)? else { continue };
+        let (rules, p) = rules_to_remove(net, container_id, &listing);
+        script.push_str(&delete_script(&rules));
+        if v6 {
+            ports.1 = p;
+        } else {
+            ports.0 = p;
+        }
+    }
+    nft::apply(&script).map_err(|e| PortmapError::firewall("error deleting nftables rules", e))?;
+    Ok(ports)
+}
+
+/// CHECK for one container address against a listing: table, chains, base-chain jumps and
+/// every DNAT and masquerade rule of the container. Returns what is missing. Pure.
+pub fn check_listing(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    listing: Option<&Value>,
+) -> Vec<String> {
+    let v6 = is_v6(&container.addr());
+    let f = family(v6);
+    let Some(listing) = listing else {
+        return vec![format!("table {f} {TABLE}")];
+    };
+    let mut missing = Vec::new();
+    let chains = nft::chains(listing);
+    let mut want_chains = vec![
+        HOSTPORTS,
+        HOSTIP_HOSTPORTS,
+        HOSTPORTS_ALL,
+        "prerouting",
+        "output",
+    ];
+    if conf.snat {
+        want_chains.push(MASQUERADING);
+    }
+    for c in want_chains {
+        if !chains.iter().any(|x| x == c) {
+            missing.push(format!("chain {f} {TABLE} {c}"));
+        }
+    }
+    let all = nft::rules_with_json(listing);
+    let jumps_to = |chain: &str, target: &str| {
+        all.iter().any(|(r, v)| {
+            r.chain == chain
+                && v.get("expr").and_then(Value::as_array).is_some_and(|e| {
+                    e.iter().any(|x| {
+                        x.get("jump")
+                            .and_then(|j| j.get("target"))
+                            .and_then(Value::as_str)
+                            == Some(target)
+                    })
+                })
+        })
+    };
+    for (c, t) in [
+        ("prerouting", HOSTPORTS_ALL),
+        ("output", HOSTPORTS_ALL),
+        (HOSTPORTS_ALL, HOSTPORTS),
+        (HOSTPORTS_ALL, HOSTIP_HOSTPORTS),
+    ] {
+        if !jumps_to(c, t) {
+            missing.push(format!("jump {t} in chain {f} {TABLE} {c}"));
+        }
+    }
+    let cmt = comment(container_id);
+    let ip = container.addr().to_canonical().to_string();
+    let ours: Vec<&(NftRule, &Value)> = all.iter().filter(|(r, _)| r.comment == cmt).collect();
+    for m in conf.mappings.iter().filter(|m| m.applies_to(v6)) {
+        let want = (
+            m.host_ip_match().map(|h| {
+                h.parse::<IpAddr>()
+                    .map(|a| a.to_canonical().to_string())
+                    .unwrap_or_else(|_| h.to_string())
+            }),
+            m.protocol.as_str().to_string(),
+            u64::from(m.host_port),
+            ip.clone(),
+            u64::from(m.container_port),
+        );
+        let found = ours.iter().any(|(r, v)| {
+            (r.chain == HOSTPORTS || r.chain == HOSTIP_HOSTPORTS)
+                && dnat_of(v).as_ref() == Some(&want)
+        });
+        if !found {
+            missing.push(format!(
+                "rule \"{}{} dport {} dnat to {}\" in chain {f} {TABLE} {HOSTPORTS}",
+                m.host_ip_match()
+                    .map(|h| format!("{f} daddr {h} "))
+                    .unwrap_or_default(),
+                m.protocol.as_str(),
+                m.host_port,
+                join_host_port(container.addr(), m.container_port)
+            ));
+        }
+    }
+    if conf.snat {
+        let want = if v6 || conf.masq_all { 1 } else { 2 };
+        let have = ours
+            .iter()
+            .filter(|(r, v)| r.chain == MASQUERADING && mentions(v, &ip))
+            .count();
+        if have < want {
+            missing.push(format!(
+                "{} masquerade rule(s) for {ip} in chain {f} {TABLE} {MASQUERADING} (found {have})",
+                want
+            ));
+        }
+    }
+    missing
+}
+
+/// CHECK for one container address (one listing).
+pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), PortmapError> {
+    let v6 = is_v6(&container.addr());
+    let listing = list(v6)?;
+    let missing = check_listing(conf, container_id, container, listing.as_ref());
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PortmapError::Check(format!(
+            "nftables is missing: {}",
+            missing.join("; ")
+        )))
+    }
+}
+
+/// Container IDs recorded for this network in one listing.
+pub fn recorded_ids(net: &str, listing: &Value) -> Vec<String> {
+    let rec = record_chain(net);
+    let mut ids: Vec<String> = nft::rules(listing)
+        .into_iter()
+        .filter(|r| r.chain == rec && !r.comment.is_empty())
+        .map(|r| r.comment)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// What GC removed: container IDs, and UDP host ports per family (IPv4, IPv6).
+pub type GcRemoved = (Vec<String>, Vec<u16>, Vec<u16>);
+
+/// GC: for each family, removes the rules of every recorded attachment of this network that
+/// is not valid. Returns the removed IDs and the UDP ports per family.
+pub fn gc(net: &str, is_valid: &dyn Fn(&str) -> bool) -> Result<GcRemoved, PortmapError> {
+    if !nft::available() {
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
+    }
+    let mut script = String::new();
+    let mut ids = Vec::new();
+    let mut ports = (Vec::new(), Vec::new());
+    for v6 in [false, true] {
+        let Some(listing) = list(v6)? else { continue };
+        for id in recorded_ids(net, &listing) {
+            // The record holds the comment (the ID cut to 128 bytes); an ID is valid if any
+            // valid attachment's ID cuts to it.
+            if is_valid(&id) {
+                continue;
+            }
+            let (rules, p) = rules_to_remove(net, &id, &listing);
+            script.push_str(&delete_script(&rules));
+            if v6 {
+                ports.1.extend(p);
+            } else {
+                ports.0.extend(p);
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    nft::apply(&script)
+        .map_err(|e| PortmapError::firewall("error deleting stale nftables rules", e))?;
+    Ok((ids, ports.0, ports.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::config::NetConf;
+
+    fn upstream(extra: &str) -> Config {
+        let json = format!(
+            r#"{{"name":"test","type":"portmap","cniVersion":"1.0.0","backend":"nftables","snat":true,
+            "conditionsV4":["a","b"]{extra},
+            "runtimeConfig":{{"portMappings":[
+                {{"hostPort":8080,"containerPort":80,"protocol":"tcp"}},
+                {{"hostPort":8081,"containerPort":80,"protocol":"tcp"}},
+                {{"hostPort":8080,"containerPort":81,"protocol":"udp"}},
+                {{"hostPort":8082,"containerPort":82,"protocol":"udp"}},
+                {{"hostPort":8083,"containerPort":83,"protocol":"tcp","hostIP":"192.168.0.2"}},
+                {{"hostPort":8084,"containerPort":84,"protocol":"tcp","hostIP":"0.0.0.0"}},
+                {{"hostPort":8085,"containerPort":85,"protocol":"tcp","hostIP":"2001:db8:a::1"}},
+                {{"hostPort":8086,"containerPort":86,"protocol":"tcp","hostIP":"::"}}]}}}}"#
+        );
+        let nc = NetConf::parse(json.as_bytes()).unwrap();
+        Config::parse(&nc, || crate::config::Backend::Nftables).unwrap()
+    }
+
+    #[test]
+    fn upstream_dump_v4() {
+        let c = upstream("");
+        let mut got = add_script(&c, "icee6giejonei6so", "10.0.0.2/24".parse().unwrap());
+        got.sort();
+        // The upstream v1.9.1 dump (sorted), except the two documented differences below.
+        let same = [
+            r#"add table ip cni_hostport { comment "CNI portmap plugin" ; }"#,
+            "add chain ip cni_hostport hostip_hostports",
+            "add chain ip cni_hostport hostports",
+            "add chain ip cni_hostport hostports_all",
+            "add chain ip cni_hostport masquerading { type nat hook postrouting priority 100 ; }",
+            "add chain ip cni_hostport output { type nat hook output priority -100 ; }",
+            "add chain ip cni_hostport prerouting { type nat hook prerouting priority -100 ; }",
+            r#"add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment "icee6giejonei6so""#,
+            r#"add rule ip cni_hostport hostports tcp dport 8081 dnat to 10.0.0.2:80 comment "icee6giejonei6so""#,
+            r#"add rule ip cni_hostport hostports udp dport 8080 dnat to 10.0.0.2:81 comment "icee6giejonei6so""#,
+            r#"add rule ip cni_hostport hostports udp dport 8082 dnat to 10.0.0.2:82 comment "icee6giejonei6so""#,
+            r#"add rule ip cni_hostport hostports ip daddr 192.168.0.2 tcp dport 8083 dnat to 10.0.0.2:83 comment "icee6giejonei6so""#,
+            r#"add rule ip cni_hostport hostports tcp dport 8084 dnat to 10.0.0.2:84 comment "icee6giejonei6so""#,
+            "add rule ip cni_hostport hostports_all jump hostip_hostports",
+            "add rule ip cni_hostport hostports_all jump hostports",
+            r#"add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment "icee6giejonei6so""#,
+            "add rule ip cni_hostport output a b fib daddr type local jump hostports_all",
+            "add rule ip cni_hostport prerouting a b fib daddr type local jump hostports_all",
+        ];
+        for l in same {
+            assert!(got.iter().any(|g| g == l), "missing {l}\n{got:#?}");
+        }
+        // Hairpin masquerade: subnet source + ct status dnat (upstream: exact IP).
+        assert!(got.contains(&r#"add rule ip cni_hostport masquerading ip saddr 10.0.0.0/24 ip daddr 10.0.0.2 ct status dnat masquerade comment "icee6giejonei6so""#.to_string()));
+        // Record chain of this network.
+        let rec = record_chain("test");
+        assert!(got.contains(&format!(
+            r#"add rule ip cni_hostport {rec} ip daddr 10.0.0.2 return comment "icee6giejonei6so""#
+        )));
+        // Nothing for the IPv6 hostIPs.
+        assert!(!got.iter().any(|l| l.contains("8085") || l.contains("8086")));
+        // Flushes of the reference's rewritten chains.
+        for c in ["hostports_all", "prerouting", "output"] {
+            assert!(got.contains(&format!("flush chain ip cni_hostport {c}")));
+        }
+        assert_eq!(got.len(), same.len() + 2 + 1 + 3);
+    }
+
+    #[test]
+    fn upstream_v6_snat_false_and_masq_all() {
+        let c = upstream(r#","snat":false,"conditionsV6":["c","d"]"#);
+        let got = add_script(&c, "icee6giejonei6so", "2001:db8::2/64".parse().unwrap());
+        assert!(got.contains(&r#"add rule ip6 cni_hostport hostports ip6 daddr 2001:db8:a::1 tcp dport 8085 dnat to [2001:db8::2]:85 comment "icee6giejonei6so""#.to_string()));
+        assert!(got.contains(&r#"add rule ip6 cni_hostport hostports tcp dport 8086 dnat to [2001:db8::2]:86 comment "icee6giejonei6so""#.to_string()));
+        assert!(
+            got.contains(
+                &"add rule ip6 cni_hostport prerouting c d fib daddr type local jump hostports_all"
+                    .to_string()
+            )
+        );
+        assert!(!got.iter().any(|l| l.contains("masquerad")));
+        assert!(!got.iter().any(|l| l.contains("8083") || l.contains("8084")));
+
+        let c = upstream(r#","masqAll":true"#);
+        let got = add_script(&c, "x", "10.0.0.2/24".parse().unwrap());
+        let masq: Vec<&String> = got
+            .iter()
+            .filter(|l| l.contains(" masquerading ") && l.starts_with("add rule"))
+            .collect();
+        assert_eq!(masq, vec![&r#"add rule ip cni_hostport masquerading ip daddr 10.0.0.2 ct status dnat masquerade comment "x""#.to_string()]);
+    }
+
+    #[test]
+    fn long_ids_are_cut_to_128_bytes() {
+        let id = "a".repeat(200);
+        assert_eq!(comment(&id).len(), 128);
+        assert_eq!(comment("abc"), "abc");
+    }
+
+    const LISTING: &str = r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "ip", "name": "cni_hostport", "handle": 1}},
+      {"chain": {"family": "ip", "table": "cni_hostport", "name": "hostports", "handle": 1}},
+      {"rule": {"family": "ip", "table": "cni_hostport", "chain": "hostports", "handle": 10, "comment": "abc", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 5353}}, {"dnat": {"addr": "10.0.0.2", "port": 53}}]}},
+      {"rule": {"family": "ip", "table": "cni_hostport", "chain": "hostports", "handle": 11, "comment": "abc", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}}, {"dnat": {"addr": "10.9.0.2", "port": 80}}]}},
+      {"rule": {"family": "ip", "table": "cni_hostport", "chain": "hostports", "handle": 12, "comment": "other", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 81}}, {"dnat": {"addr": "10.0.0.3", "port": 80}}]}},
+      {"rule": {"family": "ip", "table": "cni_hostport", "chain": "masquerading", "handle": 13, "comment": "abc", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.0.0.2"}}, {"masquerade": null}]}},
+      {"rule": {"family": "ip", "table": "cni_hostport", "chain": "attachments_REC", "handle": 14, "comment": "abc", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.0.0.2"}}, {"return": null}]}}
+    ]}"#;
+
+    #[test]
+    fn removal_is_scoped_by_the_record() {
+        let text = LISTING.replace("attachments_REC", &record_chain("net1"));
+        let listing: Value = serde_json::from_str(&text).unwrap();
+        // net1 recorded abc at 10.0.0.2: the rule of abc at 10.9.0.2 (another network) stays.
+        let (rules, ports) = rules_to_remove("net1", "abc", &listing);
+        let handles: Vec<u64> = rules.iter().map(|r| r.handle).collect();
+        assert_eq!(handles, vec![14, 10, 13]);
+        assert_eq!(ports, vec![5353]);
+        // Without a record (state of the reference), every rule with the comment goes.
+        let (rules, _) = rules_to_remove("net2", "abc", &listing);
+        let handles: Vec<u64> = rules.iter().map(|r| r.handle).collect();
+        assert_eq!(handles, vec![10, 11, 13]);
+        assert_eq!(
+            delete_script(&rules[..1]),
+            "delete rule ip cni_hostport hostports handle 10\n"
+        );
+        assert_eq!(recorded_ids("net1", &listing), vec!["abc".to_string()]);
+        assert!(recorded_ids("net2", &listing).is_empty());
+    }
+
+    #[test]
+    fn check_reports_missing_rules() {
+        let c = upstream("");
+        let text = LISTING.replace("attachments_REC", &record_chain("test"));
+        let listing: Value = serde_json::from_str(&text).unwrap();
+        let missing = check_listing(&c, "abc", "10.0.0.2/24".parse().unwrap(), Some(&listing));
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.contains("chain ip cni_hostport prerouting")),
+            "{missing:?}"
+        );
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.contains("tcp dport 8080 dnat to 10.0.0.2:80")),
+            "{missing:?}"
+        );
+        let none = check_listing(&c, "abc", "10.0.0.2/24".parse().unwrap(), None);
+        assert_eq!(none, vec!["table ip cni_hostport".to_string()]);
+    }
+}

@@ -2,6 +2,10 @@
 //! `/usr/lib/cni`) in the same run, alternating so that machine noise hits both, and reports
 //! medians, p95 and ratios as a table and as JSON. Never a timed assertion: numbers only.
 
+pub mod bridge;
+pub mod host_local;
+pub mod portmap;
+
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

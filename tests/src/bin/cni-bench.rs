@@ -35,7 +35,11 @@ fn main() {
     };
     println!("{}", header());
     // Each section: (name for --only, function). Sections are added as plugins land.
-    let groups: Vec<Section> = vec![];
+    let groups: Vec<Section> = vec![
+        ("bridge", cni_e2e::bench::bridge::run),
+        ("host-local", cni_e2e::bench::host_local::run),
+        ("portmap", cni_e2e::bench::portmap::run),
+    ];
     for (name, f) in groups {
         if only.as_deref().is_none_or(|o| o == name) {
             f(&mut ctx);

@@ -110,7 +110,8 @@ say "after DEL: node links, CNI firewall rules, IPAM reservations"
 in_ns "$NODE" ip -br link
 left_links=$(in_ns "$NODE" ip -o link show type veth | grep -Ec ': veth[0-9a-f]{8}@' || true)
 left_rules=$(in_ns "$NODE" iptables-save -t nat | grep -Ec '^-A (POSTROUTING|CNI-HOSTPORT-DNAT) .*(demo-c1|demo-c2)|^:CNI-(DN-)?[0-9a-f]' || true)
-left_res=$(find "$WORK/ipam/demonet" -type f ! -name lock ! -name 'last_reserved_ip.*' | wc -l)
+# Reservation files are named by their IP (host-local's own index lives in a hidden dir).
+left_res=$(find "$WORK/ipam/demonet" -maxdepth 1 -type f -regextype posix-extended -regex '.*/([0-9.]+|[0-9a-f:]*:[0-9a-f:]*)' | wc -l)
 echo "container veths left: ${left_links}; per-container rules/chains left: ${left_rules}; reservations left: ${left_res}"
 if [ "$left_links" != 0 ] || [ "$left_rules" != 0 ] || [ "$left_res" != 0 ]; then
   echo "demo: something was left behind" >&2

@@ -19,21 +19,35 @@ clients-setup:
 build:
 	$(CARGO) build --workspace --bins
 
+# The plugins of a release build are linked statically (glibc, crt-static): measured, they
+# start about 0.35 ms sooner and use about 0.7 MB less memory per invocation than when
+# linked dynamically (PERFORMANCE.md). They are built for the explicit host target, so that
+# the flag reaches neither build scripts nor proc-macros, then copied over the dynamic ones
+# in target/release, where everything else (demo, bench, install) takes them from.
+HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+
 release:
 	$(CARGO) build --workspace --bins --release
+	RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static" $(CARGO) build --release \
+		--target $(HOST_TRIPLE) $(addprefix -p ,$(PLUGINS))
+	for p in $(PLUGINS); do \
+		install -m 0755 $(TARGET_DIR)/$(HOST_TRIPLE)/release/$$p $(TARGET_DIR)/release/.$$p.static && \
+		mv -f $(TARGET_DIR)/release/.$$p.static $(TARGET_DIR)/release/$$p; \
+	done
 
 demo: deps release
-	scripts/demo.sh target/release
+	scripts/demo.sh $(TARGET_DIR)/release
 
 test: deps build
 	$(CARGO) test --workspace -- --test-threads=$${TEST_THREADS:-4}
 
 bench: deps release
-	$(CARGO) run --release -p cni-e2e --bin cni-bench -- target/release
+	$(CARGO) run --release -p cni-e2e --bin cni-bench -- $(TARGET_DIR)/release
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)
-	for p in $(PLUGINS); do install -m 0755 target/release/$$p $(DESTDIR)$(PREFIX)/$$p.new && mv -f $(DESTDIR)$(PREFIX)/$$p.new $(DESTDIR)$(PREFIX)/$$p; done
+	for p in $(PLUGINS); do install -m 0755 $(TARGET_DIR)/release/$$p $(DESTDIR)$(PREFIX)/$$p.new && mv -f $(DESTDIR)$(PREFIX)/$$p.new $(DESTDIR)$(PREFIX)/$$p; done
 
 fmt:
 	$(CARGO) fmt --all

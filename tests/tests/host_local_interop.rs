@@ -199,6 +199,8 @@ fn legacy_files_are_released_by_both() {
         json!({"ranges": [[{"subnet": "10.7.0.0/24"}]]}),
     );
     assert!(net.run(&ours, "DEL", "nobody", &net.conf).ok());
+    // (DEL of a network never used creates nothing; the files below need the directory.)
+    std::fs::create_dir_all(net.net_dir()).unwrap();
     for (who, deleter) in [("a", &ours), ("b", &theirs)] {
         std::fs::write(
             net.net_dir()

@@ -75,14 +75,16 @@ fn add_check_del() {
         )
         .ok()
     );
-    // ADD on a missing netns is an error.
+    // ADD on a missing netns is an error: a CNI_NETNS naming no namespace is a bad
+    // environment variable (code 4).
     let out = run(
         &lb,
         "ADD",
         "/run/netns/no-such-netns-here",
         &cri_conf("0.3.1"),
     );
-    assert_eq!(out.error_code(), Some(999), "{out}");
+    assert_eq!(out.error_code(), Some(4), "{out}");
+    assert!(out.error_msg().contains("CNI_NETNS"), "{out}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
 /// Every key this plugin reads (matched case-insensitively, as Go does).
-const KNOWN_KEYS: &[&str] = &[
+pub const KNOWN_KEYS: &[&str] = &[
     "ipam",
     "ranges",
     "subnet",
@@ -525,20 +525,45 @@ pub fn parse_resolv_conf(text: &str) -> Dns {
     dns
 }
 
-/// Reads and parses `resolvConf`. A missing file is a configuration error naming the field;
-/// other read failures are failures of the system.
+/// The most of `resolvConf` that is read (glibc reads far less).
+pub const MAX_RESOLV_CONF: u64 = 1024 * 1024;
+
+/// Reads and parses `resolvConf`. A missing file, or one that is not a regular file, is a
+/// configuration error naming the field; other read failures are failures of the system.
 pub fn load_resolv_conf(path: &std::path::Path) -> Result<Dns, HostLocalError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(parse_resolv_conf(&String::from_utf8_lossy(&bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(
-            format!("resolvConf {}: {e}", path.display()),
-            "ipam.resolvConf",
-        )),
-        Err(e) => Err(HostLocalError::System(format!(
-            "reading resolvConf {}: {e}",
-            path.display()
-        ))),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let field = "ipam.resolvConf";
+    let system = |e: std::io::Error| {
+        HostLocalError::System(format!("reading resolvConf {}: {e}", path.display()))
+    };
+    // Opened without blocking (a FIFO), and only read if it is a regular file: a device
+    // (/dev/zero), a FIFO or a directory would hang, exhaust memory or fail obscurely.
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(invalid(
+                format!("resolvConf {}: {e}", path.display()),
+                field,
+            ));
+        }
+        Err(e) => return Err(system(e)),
+    };
+    if !f.metadata().map_err(system)?.is_file() {
+        return Err(invalid(
+            format!("resolvConf {}: not a regular file", path.display()),
+            field,
+        ));
     }
+    let mut bytes = Vec::new();
+    f.take(MAX_RESOLV_CONF)
+        .read_to_end(&mut bytes)
+        .map_err(system)?;
+    Ok(parse_resolv_conf(&String::from_utf8_lossy(&bytes)))
 }
 
 #[cfg(test)]
@@ -854,5 +879,22 @@ mod tests {
         assert_eq!(d.domain, "b.example");
         assert_eq!(d.search, ["x.example", "y.example", "z"]);
         assert_eq!(d.options, ["ndots:5", "edns0"]);
+    }
+
+    #[test]
+    fn resolv_conf_must_be_a_regular_file() {
+        for path in ["/dev/zero", "/dev/null", "/"] {
+            match load_resolv_conf(std::path::Path::new(path)) {
+                Err(HostLocalError::Config { field, msg }) => {
+                    assert_eq!(field, "ipam.resolvConf");
+                    assert!(msg.contains("not a regular file"), "{msg}");
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            load_resolv_conf(std::path::Path::new("/nonexistent/resolv.conf")),
+            Err(HostLocalError::Config { .. })
+        ));
     }
 }

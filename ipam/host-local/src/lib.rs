@@ -111,7 +111,9 @@ pub fn cmd_add(req: &Request) -> Result<CniResult, HostLocalError> {
 /// DEL: releases the attachment's reservations.
 pub fn cmd_del(req: &Request) -> Result<(), HostLocalError> {
     let conf = IpamConfig::load(req, true)?;
-    let mut store = DiskStore::open(&conf.data_dir, &conf.name)?;
+    let Some(mut store) = DiskStore::open_existing(&conf.data_dir, &conf.name)? else {
+        return Ok(());
+    };
     let released = allocator::release(
         &mut store,
         &req.env.container_id,
@@ -129,7 +131,9 @@ pub fn cmd_check(req: &Request) -> Result<(), HostLocalError> {
         .prev_result()
         .map_err(HostLocalError::Protocol)?
         .map(|r| r.ips.iter().map(|i| i.address.addr()).collect());
-    let mut store = DiskStore::open(&conf.data_dir, &conf.name)?;
+    let Some(mut store) = DiskStore::open_existing(&conf.data_dir, &conf.name)? else {
+        return Err(HostLocalError::NotFound(req.env.container_id.clone()));
+    };
     let checked = allocator::check(
         &mut store,
         &conf.range_sets,
@@ -152,7 +156,9 @@ pub fn cmd_gc(req: &Request) -> Result<(), HostLocalError> {
         );
         return Ok(());
     };
-    let mut store = DiskStore::open(&conf.data_dir, &conf.name)?;
+    let Some(mut store) = DiskStore::open_existing(&conf.data_dir, &conf.name)? else {
+        return Ok(());
+    };
     store.rescan()?;
     let report = allocator::gc(&mut store, &valid);
     commit(&mut store);

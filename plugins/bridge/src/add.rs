@@ -11,7 +11,7 @@ use cni::invoke::Ipam;
 use cni::skel::Request;
 use cni::{CniResult, Interface, Route};
 use cni_kernel::netlink::Link;
-use cni_kernel::{NetNs, Netlink};
+use cni_kernel::{Inside, NetNs, Netlink};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -93,10 +93,19 @@ fn open_host() -> Result<Netlink, BridgeError> {
     Netlink::current().map_err(|e| BridgeError::netlink("failed to open a netlink socket", e))
 }
 
+/// Opens the sandbox with a thread inside it (kept for the sysctls later, see
+/// [`NetNs::open_inside`]) and a netlink handle inside it.
+fn open_sandbox_inside(path: &str) -> Result<(NetNs, Inside, Netlink), BridgeError> {
+    let (ns, inside) = NetNs::open_inside(path).map_err(|e| BridgeError::netns("CNI_NETNS", e))?;
+    let nl = Netlink::in_thread(&inside).map_err(|e| {
+        BridgeError::netlink(format!("failed to open netlink in netns {path:?}"), e)
+    })?;
+    Ok((ns, inside, nl))
+}
+
 /// Opens the sandbox and a netlink handle inside it.
 pub fn open_sandbox(path: &str) -> Result<(NetNs, Netlink), BridgeError> {
-    let ns = NetNs::open(path)
-        .map_err(|e| BridgeError::netns(format!("failed to open netns {path:?}"), e))?;
+    let ns = NetNs::open(path).map_err(|e| BridgeError::netns("CNI_NETNS", e))?;
     let nl = Netlink::in_netns(&ns).map_err(|e| {
         BridgeError::netlink(format!("failed to open netlink in netns {path:?}"), e)
     })?;
@@ -112,10 +121,10 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         None
     };
     let ifname = req.env.ifname.as_str();
-    let (sandbox_ns, mut ctr) = open_sandbox(&req.env.netns)?;
+    let (sandbox_ns, inside, mut ctr) = open_sandbox_inside(&req.env.netns)?;
     let mut host = open_host()?;
 
-    let br = network::ensure_bridge(
+    let (br, created) = network::ensure_bridge_created(
         &mut host,
         &conf.bridge,
         conf.mtu,
@@ -125,6 +134,11 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
     let pin_mac = br.mac.clone();
 
     let mut undo = Undo::new(req);
+    if created {
+        undo.push(Step::DeleteBridge {
+            name: conf.bridge.clone(),
+        });
+    }
     let ep = endpoint::create(&mut host, &mut ctr, &sandbox_ns, ifname, conf.mtu, conf.mac)?;
     undo.push(Step::DeleteVeth {
         name: ep.host.name.clone(),
@@ -165,7 +179,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         }
         let gws = calc_gateways(&mut result, &conf);
         let has_v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
-        sandbox::write_sysctls(&sandbox_ns, ifname, conf.enable_dad, has_v6)?;
+        sandbox::write_sysctls(&inside, ifname, conf.enable_dad, has_v6)?;
         sandbox::configure(&mut ctr, &ep.container, &result)?;
 
         if conf.is_gateway {

@@ -263,6 +263,9 @@ fn check_addresses_and_routes(
 /// CHECK.
 pub fn check(req: &Request) -> Result<(), BridgeError> {
     let conf = Config::from_request(req)?;
+    if conf.layer3 && conf.ip_masq {
+        conf.checked_backend()?;
+    }
     let ifname = req.env.ifname.as_str();
     let (_ns, mut ctr) = open_sandbox(&req.env.netns)?;
     if let Some(ipam) = Ipam::of(req) {

@@ -211,8 +211,14 @@ impl Config {
                 1,
             ))
         })?;
-        let args = CniArgs::parse(&req.env.args, &["MAC"], |_, _| Ok(()))
-            .map_err(BridgeError::Delegate)?;
+        let args = CniArgs::parse(&req.env.args, &["MAC"], |_, v| {
+            if v.is_empty() || parse_mac(v).is_some() {
+                Ok(())
+            } else {
+                Err(format!("invalid MAC address {v:?}"))
+            }
+        })
+        .map_err(BridgeError::Delegate)?;
         Config::validate(raw, &req.conf.name, !req.conf.ipam_type.is_empty(), &args)
     }
 
@@ -262,9 +268,11 @@ impl Config {
             None | Some("") => DEFAULT_BRIDGE.to_string(),
             Some(b) => b.to_string(),
         };
-        if bridge.len() > 15 || bridge.contains(['/', ' ', '\0', ':']) || bridge == "." {
+        // The kernel's rules for interface names (dev_valid_name), checked before anything
+        // is created.
+        if cni::env::validate_ifname(&bridge).is_err() || bridge.contains('\0') {
             return Err(cfg_err(format!(
-                "bridge: invalid interface name {bridge:?} (at most 15 bytes, no '/', ':' or spaces)"
+                "bridge: invalid interface name {bridge:?} (at most 15 bytes, not \".\" or \"..\", no '/', ':' or whitespace)"
             )));
         }
         let mut mac_text: Option<(String, &str)> = None;
@@ -511,6 +519,14 @@ mod tests {
             ))
             .starts_with("bridge:")
         );
+        // The kernel's interface-name rules, before anything is created.
+        for bad in ["..", ".", "br/0", "br 0", "br\\t0", "br\\n0", "br:0"] {
+            let m = msg(conf(&format!(r#"{{"name":"n","bridge":"{bad}"}}"#), ""));
+            assert!(
+                m.starts_with("bridge: invalid interface name"),
+                "{bad}: {m}"
+            );
+        }
     }
 
     #[test]

@@ -34,9 +34,31 @@ pub fn is_global_unicast(ip: &IpAddr) -> bool {
     }
 }
 
-/// Deletes the container end (the host end goes with it); returns its global-unicast
-/// addresses, or `None` if there was no such veth.
-fn remove_container_link(ns: &NetNs, ifname: &str) -> Result<Option<Vec<IpNet>>, BridgeError> {
+/// The container end found in the sandbox, to be deleted later (the host end goes with it).
+struct ContainerLink {
+    nl: Netlink,
+    index: u32,
+}
+
+impl ContainerLink {
+    fn delete(mut self, ifname: &str) -> Result<(), BridgeError> {
+        match self.nl.delete_link(self.index) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(BridgeError::netlink(
+                format!("failed to delete {ifname:?}"),
+                e,
+            )),
+        }
+    }
+}
+
+/// Finds the container end and its global-unicast addresses; `None` if there is no such
+/// veth.
+fn find_container_link(
+    ns: &NetNs,
+    ifname: &str,
+) -> Result<Option<(ContainerLink, Vec<IpNet>)>, BridgeError> {
     let mut nl = Netlink::in_netns(ns)
         .map_err(|e| BridgeError::netlink("failed to open netlink in the sandbox", e))?;
     let Some(link) = nl
@@ -56,14 +78,13 @@ fn remove_container_link(ns: &NetNs, ifname: &str) -> Result<Option<Vec<IpNet>>,
         .map(|a| a.addr)
         .filter(|a| is_global_unicast(&a.addr()))
         .collect();
-    match nl.delete_link(link.index) {
-        Ok(()) => Ok(Some(addrs)),
-        Err(e) if e.is_not_found() => Ok(Some(addrs)),
-        Err(e) => Err(BridgeError::netlink(
-            format!("failed to delete {ifname:?}"),
-            e,
-        )),
-    }
+    Ok(Some((
+        ContainerLink {
+            nl,
+            index: link.index,
+        },
+        addrs,
+    )))
 }
 
 /// Without a usable sandbox, a host veth named in `prevResult` is removed if it still exists,
@@ -106,6 +127,12 @@ fn remove_host_veth_from_prev(prev: &CniResult, conf: &Config) -> Result<(), Bri
 }
 
 /// DEL.
+///
+/// The slow parts are waits in the kernel: deleting the veth pair and committing a
+/// rule-deleting firewall transaction each wait for an RCU grace period (10–25 ms here).
+/// So the masquerade removal is committed (or its `iptables-restore` started) and the IPAM
+/// DEL started first, then the link is deleted while they complete, and only then are they
+/// collected: the waits overlap instead of adding up.
 pub fn del(req: &Request) -> Result<(), BridgeError> {
     let conf = Config::from_request(req)?;
     let ifname = req.env.ifname.as_str();
@@ -113,6 +140,7 @@ pub fn del(req: &Request) -> Result<(), BridgeError> {
     let mut errors: Vec<BridgeError> = Vec::new();
     let mut addrs: Option<Vec<IpNet>> = None;
     let mut sandbox_handled = false;
+    let mut link: Option<ContainerLink> = None;
 
     if !req.env.netns.is_empty() {
         match NetNs::open(&req.env.netns) {
@@ -123,9 +151,12 @@ pub fn del(req: &Request) -> Result<(), BridgeError> {
                 format!("failed to open netns {:?}", req.env.netns),
                 e,
             )),
-            Ok(ns) => match remove_container_link(&ns, ifname) {
+            Ok(ns) => match find_container_link(&ns, ifname) {
                 Ok(found) => {
-                    addrs = found;
+                    if let Some((l, a)) = found {
+                        link = Some(l);
+                        addrs = Some(a);
+                    }
                     sandbox_handled = true;
                 }
                 Err(e) => errors.push(e),
@@ -147,26 +178,37 @@ pub fn del(req: &Request) -> Result<(), BridgeError> {
         }
     }
 
-    if let Some(ipam) = Ipam::of(req)
-        && let Err(e) = ipam.del()
-    {
-        errors.push(BridgeError::Delegate(e));
-    }
-    if conf.macspoofchk
-        && let Err(e) = spoofcheck::teardown(&spoofcheck::ref_id(&req.env.container_id, ifname))
+    let inst = Instance {
+        net: &conf.network,
+        ifname,
+        container_id: &req.env.container_id,
+    };
+    let masq = (conf.layer3 && conf.ip_masq).then(|| masq::teardown_start(inst, addrs.as_deref()));
+    let ipam = match Ipam::of(req).map(|i| i.start_del()) {
+        Some(Ok(running)) => Some(running),
+        Some(Err(e)) => {
+            errors.push(BridgeError::Delegate(e));
+            None
+        }
+        None => None,
+    };
+    if let Some(l) = link
+        && let Err(e) = l.delete(ifname)
     {
         errors.push(e);
     }
-    if conf.layer3
-        && conf.ip_masq
-        && let Err(e) = masq::teardown(
-            Instance {
-                net: &conf.network,
-                ifname,
-                container_id: &req.env.container_id,
-            },
-            addrs.as_deref(),
-        )
+    if let Some(running) = ipam
+        && let Err(e) = running.wait()
+    {
+        errors.push(BridgeError::Delegate(e));
+    }
+    if let Some(m) = masq
+        && let Err(e) = m.finish()
+    {
+        errors.push(e);
+    }
+    if conf.macspoofchk
+        && let Err(e) = spoofcheck::teardown(&spoofcheck::ref_id(&req.env.container_id, ifname))
     {
         errors.push(e);
     }

@@ -89,6 +89,11 @@ impl BridgeError {
             BridgeError::Config(_) => Code::InvalidConfig.value(),
             BridgeError::Unavailable(_) => Code::NotAvailable.value(),
             BridgeError::Delegate(e) => e.code,
+            // CNI_NETNS names no network namespace: a bad environment variable.
+            BridgeError::Netns {
+                source: NsError::NotFound { .. } | NsError::NotNetns { .. },
+                ..
+            } => Code::InvalidEnv.value(),
             BridgeError::Firewall {
                 source: FirewallError::Locked { .. },
                 ..

@@ -57,11 +57,17 @@ pub fn gc(req: &Request) -> Result<(), BridgeError> {
 /// STATUS.
 pub fn status(req: &Request) -> Result<(), BridgeError> {
     let conf = Config::from_request(req)?;
+    // The whole configuration is validated before the delegate is asked.
+    let backend = if conf.layer3 && conf.ip_masq {
+        Some(conf.checked_backend()?)
+    } else {
+        None
+    };
     if let Some(ipam) = Ipam::of(req) {
         ipam.status()?;
     }
-    if conf.layer3 && conf.ip_masq {
-        masq::usable(conf.checked_backend()?)?;
+    if let Some(backend) = backend {
+        masq::usable(backend)?;
     }
     Ok(())
 }

@@ -17,11 +17,67 @@ pub fn ensure_bridge(
     promisc: bool,
     vlan_filtering: bool,
 ) -> Result<Link, BridgeError> {
+    ensure_bridge_created(nl, name, mtu, promisc, vlan_filtering).map(|(l, _)| l)
+}
+
+/// [`ensure_bridge`], also telling whether this call created the bridge (so that a failed
+/// ADD can remove it again). A bridge created here and then not usable is deleted before
+/// the error is returned.
+pub fn ensure_bridge_created(
+    nl: &mut Netlink,
+    name: &str,
+    mtu: u32,
+    promisc: bool,
+    vlan_filtering: bool,
+) -> Result<(Link, bool), BridgeError> {
+    let mut created = false;
+    let r = setup_bridge(nl, name, mtu, promisc, vlan_filtering, &mut created);
+    if r.is_err()
+        && created
+        && let Ok(Some(l)) = nl.link_by_name(name)
+        && l.kind == LinkKind::Bridge
+    {
+        let _ = nl.delete_link(l.index);
+    }
+    r.map(|l| (l, created))
+}
+
+/// Deletes bridge `name` if it has no port left (the rollback of an ADD that created it;
+/// a concurrent ADD that already attached a port keeps it).
+pub fn delete_bridge_if_unused(nl: &mut Netlink, name: &str) -> Result<(), BridgeError> {
+    let fail = |e| BridgeError::netlink(format!("failed to remove bridge {name:?}"), e);
+    let Some(br) = nl.link_by_name(name).map_err(fail)? else {
+        return Ok(());
+    };
+    if br.kind != LinkKind::Bridge {
+        return Ok(());
+    }
+    if nl
+        .links()
+        .map_err(fail)?
+        .iter()
+        .any(|l| l.master == Some(br.index))
+    {
+        return Ok(());
+    }
+    match nl.delete_link(br.index) {
+        Err(e) if !e.is_not_found() => Err(fail(e)),
+        _ => Ok(()),
+    }
+}
+
+fn setup_bridge(
+    nl: &mut Netlink,
+    name: &str,
+    mtu: u32,
+    promisc: bool,
+    vlan_filtering: bool,
+    created: &mut bool,
+) -> Result<Link, BridgeError> {
     let fail =
         |what: String| BridgeError::System(format!("failed to create bridge {name:?}: {what}"));
-    let mut created = false;
     match nl.create_bridge(name, mtu, vlan_filtering) {
-        Ok(()) => created = true,
+        Ok(()) => *created = true,
         Err(e) if e.is_exists() => {}
         Err(e) if vlan_filtering && e.errno() == Some(Errno::EOPNOTSUPP) => {
             return Err(BridgeError::System(format!(
@@ -37,7 +93,7 @@ pub fn ensure_bridge(
     if br.kind != LinkKind::Bridge {
         return Err(fail(format!("{name:?} already exists but is not a bridge")));
     }
-    if created && let Some(mac) = usable_mac(&br.mac) {
+    if *created && let Some(mac) = usable_mac(&br.mac) {
         // Pin the MAC the kernel gave the new bridge: otherwise it follows the lowest port
         // MAC, and drops to all zeros when the last port leaves.
         nl.set_mac(br.index, mac)
@@ -69,10 +125,10 @@ pub fn ensure_addr(
     force: bool,
     pin_mac: &str,
 ) -> Result<(), BridgeError> {
-    let addrs = nl
-        .addresses(Some(link.index))
-        .map_err(|e| BridgeError::netlink("could not get list of IP addresses", e))?;
     let v4 = gw.addr().is_ipv4();
+    let addrs = nl
+        .addresses_of_family(Some(link.index), v4)
+        .map_err(|e| BridgeError::netlink("could not get list of IP addresses", e))?;
     for a in addrs.iter().filter(|a| a.addr.addr().is_ipv4() == v4) {
         if a.addr == *gw {
             return Ok(());

@@ -1,11 +1,12 @@
 //! Inside the CNM *sandbox*: the container interface's sysctls, addresses, link state, IPv6
 //! address settling and routes (the reference's `ConfigureIface`). Netlink work uses a handle
-//! opened in the sandbox; sysctls are written from a short-lived thread inside it.
+//! opened in the sandbox; sysctls are written by the thread that joined the sandbox for the
+//! whole ADD ([`cni_kernel::Inside`]).
 
 use crate::error::BridgeError;
 use cni::{CniResult, IpConfig};
 use cni_kernel::netlink::Link;
-use cni_kernel::{NetNs, Netlink, RouteSpec, sysctl};
+use cni_kernel::{Inside, Netlink, RouteSpec, sysctl};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ pub fn family_gateway(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
 /// `disable_ipv6=0` on `lo` and the interface, `keep_addr_on_down=1` and `accept_ra=0` (routes
 /// come from IPAM only; a router advertisement must not add SLAAC addresses).
 pub fn write_sysctls(
-    sandbox: &NetNs,
+    sandbox: &Inside,
     ifname: &str,
     enable_dad: bool,
     has_v6: bool,

@@ -1,7 +1,8 @@
 //! The ADD undo stack: each effect pushes its inverse right away (before the effect when the
 //! effect may half-succeed); on any failure, or a panic, the steps run in reverse order so
 //! the node is left as it was before the ADD. The CNM network (bridge, gateway address,
-//! forwarding) is shared by every endpoint and is never undone.
+//! forwarding) is shared by every endpoint and is not undone, except a bridge this very ADD
+//! created, which is deleted again if no port is left on it.
 
 use crate::masq::{self, Instance};
 use crate::spoofcheck;
@@ -22,6 +23,8 @@ pub enum Step {
     Masquerade { addrs: Vec<IpNet> },
     /// Remove the attachment's macspoofchk rules.
     SpoofCheck { refid: String },
+    /// Delete the bridge this ADD created, if no port is left on it.
+    DeleteBridge { name: String },
 }
 
 /// The undo stack of one ADD; runs on drop unless disarmed.
@@ -88,6 +91,10 @@ impl<'a> Undo<'a> {
             )
             .map_err(|e| e.to_string()),
             Step::SpoofCheck { refid } => spoofcheck::teardown(refid).map_err(|e| e.to_string()),
+            Step::DeleteBridge { name } => {
+                let mut nl = Netlink::current().map_err(|e| e.to_string())?;
+                crate::network::delete_bridge_if_unused(&mut nl, name).map_err(|e| e.to_string())
+            }
         }
     }
 }

@@ -33,6 +33,11 @@ impl From<LoopbackError> for CniError {
     fn from(e: LoopbackError) -> CniError {
         match e {
             LoopbackError::Cni(c) => c,
+            // CNI_NETNS names no network namespace: a bad environment variable.
+            LoopbackError::Netns {
+                source: NsError::NotFound { .. } | NsError::NotNetns { .. },
+                ..
+            } => CniError::new(cni::Code::InvalidEnv, format!("CNI_NETNS: {e}")),
             other => CniError::internal(other.to_string()),
         }
     }

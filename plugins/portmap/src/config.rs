@@ -178,6 +178,51 @@ fn conditions_backend(c: &[String]) -> Option<Backend> {
     }
 }
 
+/// Values that end up in a firewall transaction verbatim must not be able to start another
+/// line or command there: no control characters anywhere; in nft conditions (inserted as nft
+/// text) no `;` (command separator) or `#` (comment); the external chain is one iptables
+/// chain name (≤ 28 bytes, no whitespace, not an option).
+fn check_tokens(
+    external: &Option<String>,
+    v4: &[String],
+    v6: &[String],
+    backend: Backend,
+) -> Result<(), PortmapError> {
+    let bad = |field: &str, v: &str, why: &str| {
+        Err(PortmapError::Config(format!(
+            "{field}: invalid value {v:?}: {why}"
+        )))
+    };
+    for (field, list) in [("conditionsV4", v4), ("conditionsV6", v6)] {
+        for c in list {
+            if c.chars().any(char::is_control) {
+                return bad(field, c, "control characters are not allowed");
+            }
+            if backend == Backend::Nftables && c.contains([';', '#']) {
+                return bad(
+                    field,
+                    c,
+                    "';' and '#' are not allowed in nftables conditions",
+                );
+            }
+        }
+    }
+    if let Some(chain) = external
+        && (chain.len() > 28
+            || chain.starts_with(['-', '!'])
+            || chain
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"'))
+    {
+        return bad(
+            "externalSetMarkChain",
+            chain,
+            "an iptables chain name (at most 28 bytes, no whitespace or quotes)",
+        );
+    }
+    Ok(())
+}
+
 fn port(index: usize, field: &str, v: Option<i64>) -> Result<u16, PortmapError> {
     let name = format!("runtimeConfig.portMappings[{index}].{field}");
     match v {
@@ -247,6 +292,7 @@ impl Config {
                 wrong.join(" ")
             )));
         }
+        check_tokens(&external, &conditions_v4, &conditions_v6, backend)?;
         let raw_maps = raw
             .runtime_config
             .and_then(|r| r.port_mappings)
@@ -308,6 +354,11 @@ impl Config {
     pub fn mark(&self) -> String {
         let m = 1u64 << self.mark_bit;
         format!("{m:#x}/{m:#x}")
+    }
+
+    /// The masquerade mark as a number (`1 << markMasqBit`).
+    pub fn mark_value(&self) -> u32 {
+        1u32 << self.mark_bit.min(31)
     }
 }
 

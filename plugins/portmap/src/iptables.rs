@@ -9,12 +9,23 @@
 //!   exists) and rebuilt; its old entry rules are deleted in the same transaction.
 //! * If a concurrent ADD created a shared chain between our listing and our commit, the
 //!   transaction fails as a whole and is retried once from a fresh listing.
+//!
+//! That listing path is the fallback. The usual ADD needs no listing ([`add_fast`]): on
+//! `iptables-nft` hosts the shared chains and rules are verified over netlink (a few µs,
+//! independent of the number of containers), elsewhere by `-C` lines inside the
+//! transaction; the transaction itself only adds, and creates the container's chain with
+//! `-N`, which fails (and aborts everything) if a previous ADD left it. The usual DEL
+//! ([`del_fast`]) removes the container's rules over netlink in one nf_tables transaction
+//! (`iptables-nft`), or with exact `-D`/`-F`/`-X` lines from the configured mappings.
 
 use crate::config::{Config, PortMapping, Protocol, is_v6};
 use crate::error::PortmapError;
 use cni_kernel::firewall::iptables::{Iptables, Restore, Ruleset, canonical_rule};
 use cni_kernel::firewall::names::{chain_name_with_prefix, dnat_comment};
-use cni_kernel::firewall::{Family, FirewallError};
+use cni_kernel::firewall::{Family, FirewallError, xt};
+use cni_kernel::nftables::{
+    ChainInfo, Change, Expr, META_L4PROTO, META_MARK, NfTables, Rule, TRANSPORT_HEADER, Verdict,
+};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 
@@ -294,6 +305,198 @@ pub fn add(conf: &Config, container_id: &str, container: IpNet) -> Result<Applie
     )))
 }
 
+fn cstr(d: &[u8]) -> &[u8] {
+    let end = d.iter().position(|&b| b == 0).unwrap_or(d.len());
+    &d[..end]
+}
+
+/// `xt_addrtype_info_v1` with `--dst-type LOCAL` (`XT_ADDRTYPE_LOCAL` = `1 << RTN_LOCAL`).
+fn is_addrtype_dst_local(info: &[u8]) -> bool {
+    info.len() >= 8
+        && info[..2] == [0, 0]
+        && u16::from_ne_bytes([info[2], info[3]]) == 4
+        && info[4..8] == [0; 4]
+}
+
+/// `-m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark <m>/<m>` as
+/// `iptables-nft` encodes it (pure).
+pub fn is_setmark_rule(rule: &Rule, mark: u32) -> bool {
+    let m = mark.to_ne_bytes();
+    let e: Vec<&Expr> = rule.significant().collect();
+    matches!(e.as_slice(), [
+        Expr::Match { name: mn, rev: 0, info: minfo },
+        Expr::Target { name: tn, rev: 2, info: tinfo },
+    ] if mn == "comment" && cstr(minfo) == SETMARK_COMMENT.as_bytes()
+        && tn == "MARK" && tinfo.len() >= 8 && tinfo[..4] == m && tinfo[4..8] == m)
+}
+
+/// `-m mark --mark <m>/<m> -j MASQUERADE` as `iptables-nft` encodes it (pure).
+pub fn is_masq_rule(rule: &Rule, mark: u32) -> bool {
+    let m = mark.to_ne_bytes();
+    let e: Vec<&Expr> = rule.significant().collect();
+    matches!(e.as_slice(), [
+        Expr::Meta { key: META_MARK },
+        Expr::Bitwise { mask, xor },
+        Expr::Cmp { op: 0, data },
+        Expr::Target { name, .. },
+    ] if mask.as_slice() == m && xor.iter().all(|b| *b == 0)
+        && data.as_slice() == m && name == "MASQUERADE")
+}
+
+/// `-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT` as `iptables-nft` encodes it (pure).
+pub fn is_dnat_entry_jump(rule: &Rule) -> bool {
+    let e: Vec<&Expr> = rule.significant().collect();
+    matches!(e.as_slice(), [
+        Expr::Match { name, rev: 1, info },
+        Expr::Immediate { verdict: Some(Verdict::Jump(target)), .. },
+    ] if name == "addrtype" && is_addrtype_dst_local(info) && target == DNAT_CHAIN)
+}
+
+/// The shared chains and rules of [`shared_rules`] are all present, read from nf_tables
+/// (`iptables-nft` encodes them as the predicates above check; any other encoding is "not
+/// present", and the caller takes the listing path, which is always right). The jump from
+/// `POSTROUTING` to `CNI-HOSTPORT-MASQ` is known from that chain's reference count, so nothing
+/// here reads a chain whose size grows with the number of containers.
+pub fn shared_present_nf(nf: &mut NfTables, conf: &Config, family: Family) -> bool {
+    let fam = family.nf_family();
+    let (chains, _) = shared_rules(conf);
+    let mut infos = BTreeMap::new();
+    for c in chains {
+        match nf.chain(fam, TABLE, c).ok().flatten() {
+            Some(i) => {
+                infos.insert(c, i);
+            }
+            None => return false,
+        }
+    }
+    let mut rules = |c: &str| -> Vec<Rule> { nf.rules(fam, TABLE, Some(c)).unwrap_or_default() };
+    if conf.snat && conf.external_set_mark_chain.is_none() {
+        let mark = conf.mark_value();
+        let setmark_ok = rules(SETMARK_CHAIN)
+            .iter()
+            .any(|r| is_setmark_rule(r, mark));
+        let masq_rules = rules(MASQ_CHAIN);
+        let masq_ok = masq_rules.iter().any(|r| is_masq_rule(r, mark));
+        // The reference count of a chain is its rules plus the jumps to it.
+        let jumped = infos
+            .get(MASQ_CHAIN)
+            .is_some_and(|i| i.use_count as usize > masq_rules.len());
+        if !(setmark_ok && masq_ok && jumped) {
+            return false;
+        }
+    }
+    ["PREROUTING", "OUTPUT"]
+        .iter()
+        .all(|entry| rules(entry).iter().any(is_dnat_entry_jump))
+}
+
+/// The ADD transaction for a container whose chain does not exist yet, planned without a
+/// listing (pure): optionally `-C` assertions of every shared rule (where they cannot be
+/// verified over netlink), `-N CNI-DN-<hash>`, the container's rules, its entry rules. It
+/// applies as a whole or not at all: a missing shared rule or an existing container chain
+/// aborts it, and the caller takes the listing path.
+pub fn new_transaction(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    assert_shared: bool,
+) -> (Restore, Applied) {
+    let v6 = is_v6(&container.addr());
+    let chain = dnat_chain(&conf.network, container_id);
+    let mut tx = Restore::new(TABLE);
+    let mut applied = Applied {
+        family: Some(if v6 { Family::V6 } else { Family::V4 }),
+        chain: chain.clone(),
+        ..Applied::default()
+    };
+    if assert_shared {
+        let (_, rules) = shared_rules(conf);
+        for r in rules {
+            tx.check(r.chain, &r.args);
+        }
+    }
+    tx.new_chain(&chain);
+    for r in dnat_rules(conf, container) {
+        tx.append(&chain, &r);
+    }
+    for mut r in entry_rules(conf, container_id, v6) {
+        r.extend(s(&["-j", &chain]));
+        tx.append(DNAT_CHAIN, &r);
+        applied.entries.push(r);
+    }
+    (tx, applied)
+}
+
+/// [`new_transaction`] (without assertions) as one nf_tables transaction, every rule encoded
+/// as `iptables-nft` encodes it ([`xt`]); `None` if a rule cannot be encoded (extra
+/// `conditionsV4`/`conditionsV6`, say).
+pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Option<Vec<Change>> {
+    let v6 = is_v6(&container.addr());
+    let family = if v6 { Family::V6 } else { Family::V4 };
+    let nf = family.nf_family();
+    let chain = dnat_chain(&conf.network, container_id);
+    let rule = |c: &str, args: &[String]| -> Option<Change> {
+        let (exprs, compat) = xt::encode(args, family)?;
+        Some(Change::AppendRule {
+            family: nf,
+            table: TABLE.to_string(),
+            chain: c.to_string(),
+            exprs,
+            compat: Some(compat),
+        })
+    };
+    let mut out = vec![Change::AddChain {
+        family: nf,
+        table: TABLE.to_string(),
+        chain: chain.clone(),
+    }];
+    for r in dnat_rules(conf, container) {
+        out.push(rule(&chain, &r)?);
+    }
+    for mut r in entry_rules(conf, container_id, v6) {
+        r.extend(s(&["-j", &chain]));
+        out.push(rule(DNAT_CHAIN, &r)?);
+    }
+    Some(out)
+}
+
+/// ADD for one family without a listing (see [`new_transaction`]); `None` when it did not
+/// apply (nothing changed then) and the listing path ([`add`]) must run. On `iptables-nft`
+/// hosts whose shared state checks out, the rules go in over netlink (no process).
+pub fn add_fast(conf: &Config, container_id: &str, container: IpNet) -> Option<Applied> {
+    let family = if is_v6(&container.addr()) {
+        Family::V6
+    } else {
+        Family::V4
+    };
+    let tool = Iptables::new(family);
+    if !tool.available() {
+        return None;
+    }
+    let assert_shared = if tool.uses_nf_tables() {
+        let mut nf = NfTables::open().ok()?;
+        if !shared_present_nf(&mut nf, conf, family) {
+            return None;
+        }
+        if let Some(changes) = new_changes(conf, container_id, container) {
+            match nf.commit(&changes, None) {
+                Ok(()) => {
+                    let (_, applied) = new_transaction(conf, container_id, container, false);
+                    return Some(applied);
+                }
+                // The container's chain exists (a re-ADD): the listing path rebuilds it.
+                Err(e) if e.is_exists() => return None,
+                Err(_) => {}
+            }
+        }
+        false
+    } else {
+        true
+    };
+    let (tx, applied) = new_transaction(conf, container_id, container, assert_shared);
+    tool.restore(&tx).ok().map(|_| applied)
+}
+
 /// Undoes one family's ADD exactly: the container's chain and entry rules, the shared rules
 /// it added, and the shared chains it created if nothing else uses them by now.
 pub fn rollback(applied: &Applied) -> Result<(), PortmapError> {
@@ -380,6 +583,181 @@ pub fn del_transaction(net: &str, container_id: &str, listing: &Ruleset) -> (Res
         }
     }
     (tx, removed)
+}
+
+/// UDP host ports matched by rules of a container chain (nf_tables encoding).
+fn udp_ports_nf(rules: &[Rule]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for r in rules {
+        if r.meta_eq(META_L4PROTO) == Some(&[17u8][..])
+            && let Some((data, None)) = r.payload_eq(TRANSPORT_HEADER, 2)
+            && data.len() == 2
+        {
+            let p = u16::from_be_bytes([data[0], data[1]]);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// One chain DEL removes, as read from nf_tables: its name, the chain its entry rules are in,
+/// its reference count, the rules of that entry chain and its own rules.
+pub struct ChainState<'a> {
+    /// The chain holding the entry rules (`CNI-HOSTPORT-DNAT`).
+    pub entry: &'a str,
+    /// The container's chain.
+    pub chain: String,
+    /// The container's chain as nf_tables reports it; `None` if absent.
+    pub info: Option<ChainInfo>,
+    /// The rules of the entry chain.
+    pub entry_rules: Vec<Rule>,
+    /// The container chain's own rules.
+    pub chain_rules: Vec<Rule>,
+}
+
+/// The DEL changes for one family from nf_tables (pure): for the container chain and the
+/// legacy SNAT chain, every entry rule jumping to it, then the chain. `None` when the entry
+/// rules found do not account for every reference to a chain (its reference count is its own
+/// rules plus the jumps to it; a jump from elsewhere is not seen here): the listing path,
+/// which sees every chain, must decide.
+pub fn plan_del_nf(family: Family, chains: &[ChainState<'_>]) -> Option<(Vec<Change>, Removed)> {
+    let nf = family.nf_family();
+    let mut out = Vec::new();
+    let mut removed = Removed::default();
+    for st in chains {
+        let (entry, chain) = (st.entry, st.chain.as_str());
+        let Some(info) = &st.info else { continue };
+        let jumps: Vec<&Rule> = st
+            .entry_rules
+            .iter()
+            .filter(|r| r.jump_target() == Some(chain))
+            .collect();
+        // A chain's reference count includes its own rules.
+        if jumps.len() + st.chain_rules.len() != info.use_count as usize {
+            return None;
+        }
+        for j in jumps {
+            out.push(Change::DeleteRule {
+                family: nf,
+                table: TABLE.to_string(),
+                chain: entry.to_string(),
+                handle: j.handle,
+            });
+        }
+        out.push(Change::FlushChain {
+            family: nf,
+            table: TABLE.to_string(),
+            chain: chain.to_string(),
+        });
+        out.push(Change::DeleteChain {
+            family: nf,
+            table: TABLE.to_string(),
+            chain: chain.to_string(),
+        });
+        for p in udp_ports_nf(&st.chain_rules) {
+            if !removed.udp_ports.contains(&p) {
+                removed.udp_ports.push(p);
+            }
+        }
+        removed.any = true;
+    }
+    Some((out, removed))
+}
+
+/// DEL for one family over netlink (`iptables-nft` hosts): one nf_tables transaction, no
+/// process. `None` = undecidable or failed, use the tools. The caller keeps `nf` open while
+/// it does other work, since its release waits for the deletion's RCU grace period.
+fn del_nf(nf: &mut NfTables, net: &str, container_id: &str, family: Family) -> Option<Removed> {
+    let fam = family.nf_family();
+    for _ in 0..3 {
+        let generation = nf.generation().ok()?;
+        let mut chains = Vec::new();
+        for (entry, chain) in [
+            (DNAT_CHAIN, dnat_chain(net, container_id)),
+            (LEGACY_SNAT_CHAIN, legacy_snat_chain(net, container_id)),
+        ] {
+            let info = nf.chain(fam, TABLE, &chain).ok()?;
+            let (entry_rules, chain_rules) = match &info {
+                Some(_) => (
+                    nf.rules(fam, TABLE, Some(entry)).ok()?,
+                    nf.rules(fam, TABLE, Some(&chain)).ok()?,
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            chains.push(ChainState {
+                entry,
+                chain,
+                info,
+                entry_rules,
+                chain_rules,
+            });
+        }
+        let (changes, removed) = plan_del_nf(family, &chains)?;
+        match nf.commit(&changes, Some(generation)) {
+            Ok(()) => return Some(removed),
+            Err(e) if e.is_restart() => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The exact DEL transaction from the configured mappings (pure): the entry rules as ADD
+/// wrote them, then flush and delete the container chain. Fails as a whole if anything is
+/// absent or the chain is still referenced; the caller then takes the listing path. Empty
+/// without mappings (nothing to be exact about).
+pub fn exact_del_transaction(conf: &Config, container_id: &str, v6: bool) -> Restore {
+    let mut tx = Restore::new(TABLE);
+    if conf.mappings.is_empty() {
+        return tx;
+    }
+    let chain = dnat_chain(&conf.network, container_id);
+    for mut r in entry_rules(conf, container_id, v6) {
+        r.extend(s(&["-j", &chain]));
+        tx.delete(DNAT_CHAIN, &r);
+    }
+    tx.flush_chain(&chain).delete_chain(&chain);
+    tx
+}
+
+/// DEL for one family: over netlink when the tools are `iptables-nft` and `nf` is open;
+/// otherwise an exact transaction from the configured mappings; otherwise (or when those do
+/// not apply) the listing path ([`del`]).
+pub fn del_fast(
+    nf: Option<&mut NfTables>,
+    conf: &Config,
+    container_id: &str,
+    family: Family,
+) -> Result<Removed, PortmapError> {
+    let tool = Iptables::new(family);
+    if !tool.available() {
+        return Ok(Removed::default());
+    }
+    if tool.uses_nf_tables()
+        && let Some(nf) = nf
+        && let Some(r) = del_nf(nf, &conf.network, container_id, family)
+    {
+        return Ok(r);
+    }
+    let tx = exact_del_transaction(conf, container_id, family == Family::V6);
+    if !tx.is_empty() && tool.restore(&tx).is_ok() {
+        let v6 = family == Family::V6;
+        let mut ports: Vec<u16> = conf
+            .mappings
+            .iter()
+            .filter(|m| m.protocol == Protocol::Udp && m.applies_to(v6))
+            .map(|m| m.host_port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        return Ok(Removed {
+            udp_ports: ports,
+            any: true,
+        });
+    }
+    del(&conf.network, container_id, family)
 }
 
 /// DEL for one family. A family whose tools are missing or cannot list is skipped (nothing of
@@ -824,6 +1202,218 @@ mod tests {
             vec!["abc".to_string()]
         );
         assert!(attached_ids("test2", &Ruleset::parse(&existing)).is_empty());
+    }
+
+    fn nf_rule(chain: &str, handle: u64, exprs: Vec<Expr>) -> Rule {
+        Rule {
+            chain: chain.into(),
+            handle,
+            comment: None,
+            exprs,
+            raw_exprs: Vec::new(),
+            compat: None,
+        }
+    }
+
+    fn jump(c: &str) -> Expr {
+        Expr::Immediate {
+            verdict: Some(Verdict::Jump(c.into())),
+            value: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn shared_rules_as_iptables_nft_encodes_them() {
+        let mut comment = SETMARK_COMMENT.as_bytes().to_vec();
+        comment.resize(256, 0);
+        let m = 0x2000u32.to_ne_bytes();
+        let mut tinfo = m.to_vec();
+        tinfo.extend_from_slice(&m);
+        let setmark = nf_rule(
+            SETMARK_CHAIN,
+            1,
+            vec![
+                Expr::Match {
+                    name: "comment".into(),
+                    rev: 0,
+                    info: comment,
+                },
+                Expr::Counter,
+                Expr::Target {
+                    name: "MARK".into(),
+                    rev: 2,
+                    info: tinfo,
+                },
+            ],
+        );
+        assert!(is_setmark_rule(&setmark, 0x2000));
+        assert!(
+            !is_setmark_rule(&setmark, 0x20),
+            "another markMasqBit is another rule"
+        );
+        let masq = nf_rule(
+            MASQ_CHAIN,
+            2,
+            vec![
+                Expr::Meta { key: META_MARK },
+                Expr::Bitwise {
+                    mask: m.to_vec(),
+                    xor: vec![0; 4],
+                },
+                Expr::Cmp {
+                    op: 0,
+                    data: m.to_vec(),
+                },
+                Expr::Counter,
+                Expr::Target {
+                    name: "MASQUERADE".into(),
+                    rev: 0,
+                    info: vec![0; 24],
+                },
+            ],
+        );
+        assert!(is_masq_rule(&masq, 0x2000));
+        assert!(!is_masq_rule(&setmark, 0x2000));
+        let mut addrtype = vec![0u8, 0];
+        addrtype.extend_from_slice(&4u16.to_ne_bytes());
+        addrtype.extend_from_slice(&[0; 4]);
+        let entry = nf_rule(
+            "PREROUTING",
+            3,
+            vec![
+                Expr::Match {
+                    name: "addrtype".into(),
+                    rev: 1,
+                    info: addrtype.clone(),
+                },
+                Expr::Counter,
+                jump(DNAT_CHAIN),
+            ],
+        );
+        assert!(is_dnat_entry_jump(&entry));
+        let other = nf_rule(
+            "PREROUTING",
+            4,
+            vec![
+                Expr::Match {
+                    name: "addrtype".into(),
+                    rev: 1,
+                    info: addrtype,
+                },
+                jump("KUBE-X"),
+            ],
+        );
+        assert!(!is_dnat_entry_jump(&other));
+    }
+
+    #[test]
+    fn transactions_without_a_listing() {
+        let c = upstream("");
+        let chain = dnat_chain("test", "abc");
+        let (tx, applied) = new_transaction(&c, "abc", "10.0.0.2/24".parse().unwrap(), true);
+        let text = tx.render();
+        assert!(text.starts_with("*nat\n-C CNI-HOSTPORT-SETMARK "), "{text}");
+        assert!(text.contains(&format!("\n-N {chain}\n")));
+        assert!(
+            !text.contains(":CNI-"),
+            "nothing is declared (flushed): {text}"
+        );
+        assert_eq!(applied.entries.len(), 2);
+        assert!(applied.created_chains.is_empty() && applied.added_shared.is_empty());
+        let (tx, _) = new_transaction(&c, "abc", "10.0.0.2/24".parse().unwrap(), false);
+        assert!(!tx.render().contains("-C "));
+        // The upstream conditions ("-a b") are not encodable: iptables-restore is used.
+        assert!(new_changes(&c, "abc", "10.0.0.2/24".parse().unwrap()).is_none());
+        let plain = Config::parse(
+            &NetConf::parse(
+                br#"{"name":"test","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":53,"containerPort":53,"protocol":"udp"}]}}"#,
+            )
+            .unwrap(),
+            || crate::config::Backend::Iptables,
+        )
+        .unwrap();
+        let ch = new_changes(&plain, "abc", "10.0.0.2/24".parse().unwrap()).unwrap();
+        assert!(matches!(&ch[0], Change::AddChain { chain: c, .. } if *c == chain));
+        // 2 mappings x (2 SETMARK + DNAT) + 2 entry rules.
+        assert_eq!(ch.len(), 1 + 6 + 2);
+        let del = exact_del_transaction(&plain, "abc", false).render();
+        assert!(del.contains("-D CNI-HOSTPORT-DNAT -m comment --comment \"dnat name: \\\"test\\\" id: \\\"abc\\\"\" -m multiport -p tcp --destination-ports 8080 -j "));
+        assert!(
+            del.ends_with(&format!("-F {chain}\n-X {chain}\nCOMMIT\n")),
+            "{del}"
+        );
+        let none = Config::parse(&NetConf::parse(br#"{"name":"test"}"#).unwrap(), || {
+            crate::config::Backend::Iptables
+        })
+        .unwrap();
+        assert!(exact_del_transaction(&none, "abc", false).is_empty());
+    }
+
+    #[test]
+    fn netlink_del_plan() {
+        let chain = dnat_chain("test", "abc");
+        let udp = nf_rule(
+            &chain,
+            10,
+            vec![
+                Expr::Meta { key: META_L4PROTO },
+                Expr::Cmp {
+                    op: 0,
+                    data: vec![17],
+                },
+                Expr::Payload {
+                    base: TRANSPORT_HEADER,
+                    offset: 2,
+                    len: 2,
+                },
+                Expr::Cmp {
+                    op: 0,
+                    data: 5353u16.to_be_bytes().to_vec(),
+                },
+                Expr::Counter,
+                jump(SETMARK_CHAIN),
+            ],
+        );
+        let entries = vec![
+            nf_rule(DNAT_CHAIN, 1, vec![Expr::Counter, jump(&chain)]),
+            nf_rule(DNAT_CHAIN, 2, vec![Expr::Counter, jump("CNI-DN-other")]),
+            nf_rule(DNAT_CHAIN, 3, vec![Expr::Counter, jump(&chain)]),
+        ];
+        let state = |use_count: u32| ChainState {
+            entry: DNAT_CHAIN,
+            chain: chain.clone(),
+            info: Some(ChainInfo {
+                handle: 9,
+                use_count,
+                base: false,
+                comment: None,
+            }),
+            entry_rules: entries.clone(),
+            chain_rules: vec![udp.clone()],
+        };
+        let (changes, removed) = plan_del_nf(Family::V4, &[state(3)]).unwrap();
+        let handles: Vec<u64> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::DeleteRule { handle, .. } => Some(*handle),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(handles, vec![1, 3]);
+        assert!(
+            matches!(changes.last(), Some(Change::DeleteChain { chain: c, .. }) if *c == chain)
+        );
+        assert_eq!(removed.udp_ports, vec![5353]);
+        assert!(removed.any);
+        // A reference from elsewhere (count 4 = 1 rule + 3 jumps, 2 seen): undecidable.
+        assert!(plan_del_nf(Family::V4, &[state(4)]).is_none());
+        // No chain: nothing to do.
+        let absent = ChainState {
+            info: None,
+            ..state(3)
+        };
+        let (changes, removed) = plan_del_nf(Family::V4, &[absent]).unwrap();
+        assert!(changes.is_empty() && !removed.any);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod nftables;
 use cni::skel::{Plugin, Request};
 use cni::{CniError, CniResult};
 use cni_kernel::firewall::{Family, iptables::Iptables, nft};
+use cni_kernel::nftables::NfTables;
 use config::{Backend, Config, ContainerIps, Protocol, detect_backend};
 use error::PortmapError;
 
@@ -117,7 +118,11 @@ fn add(req: &Request) -> Result<CniResult, PortmapError> {
             let mut done: Vec<iptables::Applied> = Vec::new();
             let mut result = Ok(());
             for ip in ips.iter() {
-                match iptables::add(&conf, id, ip) {
+                let outcome = match iptables::add_fast(&conf, id, ip) {
+                    Some(a) => Ok(a),
+                    None => iptables::add(&conf, id, ip),
+                };
+                match outcome {
                     Ok(a) => done.push(a),
                     Err(e) => {
                         result = Err(e);
@@ -141,7 +146,8 @@ fn add(req: &Request) -> Result<CniResult, PortmapError> {
             let all: Vec<_> = ips.iter().collect();
             nftables::add(&conf, id, &all)?;
             if let Err(e) = enable_localnet(&conf, &ips) {
-                if let Err(re) = nftables::del(&conf.network, id) {
+                let mut nf = NfTables::open().ok();
+                if let Err(re) = nftables::del(nf.as_mut(), &conf.network, id) {
                     eprintln!("portmap: rollback failed: {re}");
                 }
                 return Err(e);
@@ -170,8 +176,31 @@ fn del(req: &Request) -> Result<(), PortmapError> {
     match conf.backend {
         Backend::Iptables => {
             let mut errors = Vec::new();
-            let outcomes = [(Family::V4, false), (Family::V6, true)]
-                .map(|(family, v6)| (v6, iptables::del(&conf.network, id, family)));
+            // Only the families the container had, when `prevResult` says; both otherwise.
+            let families: Vec<(Family, bool)> = match req.prev_result().ok().flatten() {
+                Some(prev) => {
+                    let ips = ContainerIps::from_result(&prev, &req.env.ifname);
+                    let mut f = Vec::new();
+                    if ips.v4.is_some() {
+                        f.push((Family::V4, false));
+                    }
+                    if ips.v6.is_some() {
+                        f.push((Family::V6, true));
+                    }
+                    if f.is_empty() {
+                        f = vec![(Family::V4, false), (Family::V6, true)];
+                    }
+                    f
+                }
+                None => vec![(Family::V4, false), (Family::V6, true)],
+            };
+            // Kept open until the end: after a deleting commit, releasing a netfilter socket
+            // waits for an RCU grace period, which then overlaps the conntrack flush.
+            let mut nf = NfTables::open().ok();
+            let outcomes: Vec<_> = families
+                .into_iter()
+                .map(|(family, v6)| (v6, iptables::del_fast(nf.as_mut(), &conf, id, family)))
+                .collect();
             for (v6, outcome) in outcomes {
                 match outcome {
                     Ok(r) if r.any => {
@@ -181,6 +210,7 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                     Err(e) => errors.push(e),
                 }
             }
+            drop(nf.take());
             if !Iptables::new(Family::V4).available() && !Iptables::new(Family::V6).available() {
                 eprintln!(
                     "portmap: neither iptables nor ip6tables is installed; nothing to remove"
@@ -192,13 +222,16 @@ fn del(req: &Request) -> Result<(), PortmapError> {
             }
         }
         Backend::Nftables => {
-            let (p4, p6) = nftables::del(&conf.network, id)?;
+            // Open until the conntrack flush is done (see the iptables case).
+            let mut nf = NfTables::open().ok();
+            let (p4, p6) = nftables::del(nf.as_mut(), &conf.network, id)?;
             if !p4.is_empty() {
                 flush_udp_conntrack(false, &merge_ports(p4, udp_ports(&conf, false)));
             }
             if !p6.is_empty() {
                 flush_udp_conntrack(true, &merge_ports(p6, udp_ports(&conf, true)));
             }
+            drop(nf);
             Ok(())
         }
     }

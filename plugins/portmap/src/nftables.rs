@@ -18,6 +18,9 @@ use crate::config::{Config, is_v6};
 use crate::error::PortmapError;
 use cni_kernel::firewall::names::h16;
 use cni_kernel::firewall::nft::{self, NftRule};
+use cni_kernel::nftables::{
+    Change, Expr, META_L4PROTO, NfFamily, NfTables, Rule, TRANSPORT_HEADER, Verdict,
+};
 use ipnet::IpNet;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -65,47 +68,195 @@ fn join_host_port(ip: IpAddr, port: u16) -> String {
     crate::iptables::ip_port(ip, port)
 }
 
+/// The comment of our last rule of `hostports_all` (see [`Current`]).
+pub const ALL_MARKER: &str = "cni-rs v1";
+
+/// The comment of our rule in `prerouting` and `output`: it names a digest of the
+/// conditions the rule was written with.
+pub fn base_marker(conditions: &str) -> String {
+    format!("cni-rs v1 {}", h16(conditions))
+}
+
+/// Which of the chains the reference flushes and rewrites on every ADD (`hostports_all`,
+/// `prerouting`, `output`) already hold exactly what this ADD would write. Flushing a chain
+/// deletes rules, and a transaction that deletes makes the committing process wait for an
+/// RCU grace period (10–25 ms); so ADD rewrites only what differs. The reference's
+/// semantics stay: the last ADD's conditions apply table-wide (different conditions, a
+/// different digest, a rewrite), and a chain the reference rewrote (no marker) is rewritten.
+///
+/// It also says which of the table and chains exist already: `add table`/`add chain` of an
+/// existing base chain is an update that the kernel releases after a grace period too, so
+/// they are written only for what is missing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Current {
+    /// `hostports_all` holds our two jumps.
+    pub hostports_all: bool,
+    /// `prerouting` holds our rule for these conditions.
+    pub prerouting: bool,
+    /// `output` holds our rule for these conditions.
+    pub output: bool,
+    /// The table exists.
+    pub table: bool,
+    /// The chains that exist.
+    pub chains: Vec<String>,
+}
+
+impl Current {
+    fn has(&self, chain: &str) -> bool {
+        self.table && self.chains.iter().any(|c| c == chain)
+    }
+}
+
+fn verdict(r: &Rule) -> Option<&Verdict> {
+    r.exprs.iter().find_map(|e| match e {
+        Expr::Immediate {
+            verdict: Some(v), ..
+        } => Some(v),
+        _ => None,
+    })
+}
+
+/// [`Current`] from the rules of the three chains (pure).
+pub fn current_of(all: &[Rule], prerouting: &[Rule], output: &[Rule], conditions: &str) -> Current {
+    let jump = |r: &Rule, c: &str| verdict(r) == Some(&Verdict::Jump(c.to_string()));
+    let marker = base_marker(conditions);
+    let base_ok = |rules: &[Rule]| matches!(rules, [r] if jump(r, HOSTPORTS_ALL) && r.comment.as_deref() == Some(marker.as_str()));
+    Current {
+        hostports_all: matches!(all, [a, b]
+            if jump(a, HOSTIP_HOSTPORTS) && jump(b, HOSTPORTS)
+                && b.comment.as_deref() == Some(ALL_MARKER)),
+        prerouting: base_ok(prerouting),
+        output: base_ok(output),
+        table: false,
+        chains: Vec::new(),
+    }
+}
+
+/// [`Current`] of one family, read over netlink (nothing is current if that fails).
+pub fn current(nf: &mut NfTables, conf: &Config, v6: bool) -> Current {
+    let fam = nf_family(v6);
+    if !nf.table_exists(fam, TABLE).unwrap_or(false) {
+        return Current::default();
+    }
+    let mut rules = |c: &str| nf.rules(fam, TABLE, Some(c)).unwrap_or_default();
+    let (all, pre, out) = (rules(HOSTPORTS_ALL), rules("prerouting"), rules("output"));
+    let mut cur = current_of(&all, &pre, &out, &conf.conditions(v6).join(" "));
+    cur.table = true;
+    for c in [
+        HOSTPORTS,
+        HOSTIP_HOSTPORTS,
+        HOSTPORTS_ALL,
+        MASQUERADING,
+        "output",
+        "prerouting",
+        &record_chain(&conf.network),
+    ] {
+        if nf.chain(fam, TABLE, c).ok().flatten().is_some() {
+            cur.chains.push(c.to_string());
+        }
+    }
+    cur
+}
+
+fn nf_family(v6: bool) -> NfFamily {
+    if v6 { NfFamily::Ipv6 } else { NfFamily::Ipv4 }
+}
+
 /// The ADD script for one container address (pure). Lines are `add`/`flush` commands of one
 /// transaction; several families can be concatenated into one `nft -f -` input.
 pub fn add_script(conf: &Config, container_id: &str, container: IpNet) -> Vec<String> {
+    add_script_with(conf, container_id, container, Current::default())
+}
+
+/// [`add_script`] that leaves alone the chains `current` says are already right.
+pub fn add_script_with(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    current: Current,
+) -> Vec<String> {
     let v6 = is_v6(&container.addr());
     let f = family(v6);
     let t = format!("{f} {TABLE}");
     let cmt = nft::quote(&comment(container_id));
     let ip = container.addr().to_canonical();
-    let conds = conf.conditions(v6).join(" ");
-    let conds = if conds.is_empty() {
+    let raw_conds = conf.conditions(v6).join(" ");
+    let marker = nft::quote(&base_marker(&raw_conds));
+    let conds = if raw_conds.is_empty() {
         String::new()
     } else {
-        format!("{conds} ")
+        format!("{raw_conds} ")
     };
     let rec = record_chain(&conf.network);
-    let mut out = vec![
-        format!("add table {t} {{ comment \"CNI portmap plugin\" ; }}"),
-        format!("add chain {t} {HOSTPORTS}"),
-        format!("add chain {t} {HOSTIP_HOSTPORTS}"),
-        format!("add chain {t} {HOSTPORTS_ALL}"),
-    ];
-    if conf.snat {
+    let mut out = Vec::new();
+    if !current.table {
         out.push(format!(
-            "add chain {t} {MASQUERADING} {{ type nat hook postrouting priority 100 ; }}"
+            "add table {t} {{ comment \"CNI portmap plugin\" ; }}"
         ));
     }
-    out.extend([
-        format!("add chain {t} output {{ type nat hook output priority -100 ; }}"),
-        format!("add chain {t} prerouting {{ type nat hook prerouting priority -100 ; }}"),
-        format!(
-            "add chain {t} {rec} {{ comment {} ; }}",
-            nft::quote(&format!("portmap attachments of network {}", conf.network))
+    let mut chains = vec![
+        (HOSTPORTS.to_string(), format!("add chain {t} {HOSTPORTS}")),
+        (
+            HOSTIP_HOSTPORTS.to_string(),
+            format!("add chain {t} {HOSTIP_HOSTPORTS}"),
         ),
-        format!("flush chain {t} {HOSTPORTS_ALL}"),
-        format!("add rule {t} {HOSTPORTS_ALL} jump {HOSTIP_HOSTPORTS}"),
-        format!("add rule {t} {HOSTPORTS_ALL} jump {HOSTPORTS}"),
-        format!("flush chain {t} prerouting"),
-        format!("add rule {t} prerouting {conds}fib daddr type local jump {HOSTPORTS_ALL}"),
-        format!("flush chain {t} output"),
-        format!("add rule {t} output {conds}fib daddr type local jump {HOSTPORTS_ALL}"),
+        (
+            HOSTPORTS_ALL.to_string(),
+            format!("add chain {t} {HOSTPORTS_ALL}"),
+        ),
+    ];
+    if conf.snat {
+        chains.push((
+            MASQUERADING.to_string(),
+            format!("add chain {t} {MASQUERADING} {{ type nat hook postrouting priority 100 ; }}"),
+        ));
+    }
+    chains.extend([
+        (
+            "output".to_string(),
+            format!("add chain {t} output {{ type nat hook output priority -100 ; }}"),
+        ),
+        (
+            "prerouting".to_string(),
+            format!("add chain {t} prerouting {{ type nat hook prerouting priority -100 ; }}"),
+        ),
+        (
+            rec.clone(),
+            format!(
+                "add chain {t} {rec} {{ comment {} ; }}",
+                nft::quote(&format!("portmap attachments of network {}", conf.network))
+            ),
+        ),
     ]);
+    out.extend(
+        chains
+            .into_iter()
+            .filter(|(c, _)| !current.has(c))
+            .map(|(_, line)| line),
+    );
+    if !current.hostports_all {
+        out.extend([
+            format!("flush chain {t} {HOSTPORTS_ALL}"),
+            format!("add rule {t} {HOSTPORTS_ALL} jump {HOSTIP_HOSTPORTS}"),
+            format!(
+                "add rule {t} {HOSTPORTS_ALL} jump {HOSTPORTS} comment {}",
+                nft::quote(ALL_MARKER)
+            ),
+        ]);
+    }
+    for (chain, ok) in [
+        ("prerouting", current.prerouting),
+        ("output", current.output),
+    ] {
+        if !ok {
+            out.extend([
+                format!("flush chain {t} {chain}"),
+                format!(
+                    "add rule {t} {chain} {conds}fib daddr type local jump {HOSTPORTS_ALL} comment {marker}"
+                ),
+            ]);
+        }
+    }
     for m in conf.mappings.iter().filter(|m| m.applies_to(v6)) {
         let daddr = m
             .host_ip_match()
@@ -141,11 +292,17 @@ pub fn add_script(conf: &Config, container_id: &str, container: IpNet) -> Vec<St
     out
 }
 
-/// Applies the ADD for all container addresses in one `nft -f -` transaction.
+/// Applies the ADD for all container addresses in one `nft -f -` transaction (the only
+/// process of an nftables ADD); what is already right is read over netlink first.
 pub fn add(conf: &Config, container_id: &str, ips: &[IpNet]) -> Result<(), PortmapError> {
+    let mut nf = NfTables::open().ok();
     let mut script = String::new();
     for ip in ips {
-        for l in add_script(conf, container_id, *ip) {
+        let cur = nf
+            .as_mut()
+            .map(|nf| current(nf, conf, is_v6(&ip.addr())))
+            .unwrap_or_default();
+        for l in add_script_with(conf, container_id, *ip, cur) {
             script.push_str(&l);
             script.push('\n');
         }
@@ -244,6 +401,115 @@ pub fn rules_to_remove(net: &str, container_id: &str, listing: &Value) -> (Vec<N
     (out, ports)
 }
 
+/// Addresses (as bytes) a rule compares with or loads: `cmp` data and `immediate` values.
+fn values(r: &Rule) -> impl Iterator<Item = &[u8]> {
+    r.exprs.iter().filter_map(|e| match e {
+        Expr::Cmp { data, .. } => Some(data.as_slice()),
+        Expr::Immediate {
+            verdict: None,
+            value,
+        } => Some(value.as_slice()),
+        _ => None,
+    })
+}
+
+/// The UDP destination port a rule matches, if any (`meta l4proto udp` + `udp dport`).
+fn udp_dport(r: &Rule) -> Option<u16> {
+    if r.meta_eq(META_L4PROTO)? != [17] {
+        return None;
+    }
+    match r.payload_eq(TRANSPORT_HEADER, 2)? {
+        (d, None) if d.len() == 2 => Some(u16::from_be_bytes([d[0], d[1]])),
+        _ => None,
+    }
+}
+
+/// [`rules_to_remove`] over rules read with netlink (pure): `chains` are the record chain and
+/// the reference's chains of one family, with their rules. Returns the deletions and the
+/// UDP ports.
+pub fn removal_nf(
+    net: &str,
+    container_id: &str,
+    family: NfFamily,
+    chains: &[(String, Vec<Rule>)],
+) -> (Vec<Change>, Vec<u16>) {
+    let cmt = comment(container_id);
+    let rec = record_chain(net);
+    let ours = |r: &&Rule| r.comment.as_deref() == Some(cmt.as_str());
+    let recorded: Vec<&Rule> = chains
+        .iter()
+        .filter(|(c, _)| *c == rec)
+        .flat_map(|(_, rs)| rs.iter().filter(ours))
+        .collect();
+    let ips: Vec<&[u8]> = recorded
+        .iter()
+        .filter_map(|r| values(r).find(|v| v.len() == 4 || v.len() == 16))
+        .collect();
+    let del = |chain: &str, r: &Rule| Change::DeleteRule {
+        family,
+        table: TABLE.to_string(),
+        chain: chain.to_string(),
+        handle: r.handle,
+    };
+    let mut out: Vec<Change> = recorded.iter().map(|r| del(&rec, r)).collect();
+    let mut ports = Vec::new();
+    for (chain, rules) in chains {
+        if !RULE_CHAINS.contains(&chain.as_str()) {
+            continue;
+        }
+        for r in rules.iter().filter(ours) {
+            if !ips.is_empty() && !values(r).any(|v| ips.contains(&v)) {
+                continue;
+            }
+            if let Some(p) = udp_dport(r)
+                && !ports.contains(&p)
+            {
+                ports.push(p);
+            }
+            out.push(del(chain, r));
+        }
+    }
+    (out, ports)
+}
+
+/// DEL over netlink: the rules are read and removed in one nf_tables transaction, no
+/// process. `None` when that is not possible (and the `nft` tool is used).
+fn del_nf(nf: &mut NfTables, net: &str, container_id: &str) -> Option<(Vec<u16>, Vec<u16>)> {
+    for _ in 0..3 {
+        let generation = nf.generation().ok()?;
+        let mut changes = Vec::new();
+        let mut ports = (Vec::new(), Vec::new());
+        for v6 in [false, true] {
+            let fam = nf_family(v6);
+            if !nf.table_exists(fam, TABLE).ok()? {
+                continue;
+            }
+            let mut chains = Vec::new();
+            for c in RULE_CHAINS
+                .iter()
+                .map(|c| c.to_string())
+                .chain([record_chain(net)])
+            {
+                let rules = nf.rules(fam, TABLE, Some(&c)).ok()?;
+                chains.push((c, rules));
+            }
+            let (c, p) = removal_nf(net, container_id, fam, &chains);
+            changes.extend(c);
+            if v6 {
+                ports.1 = p;
+            } else {
+                ports.0 = p;
+            }
+        }
+        match nf.commit(&changes, Some(generation)) {
+            Ok(()) => return Some(ports),
+            Err(e) if e.is_restart() => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// `delete rule` lines for `rules`.
 pub fn delete_script(rules: &[NftRule]) -> String {
     let mut s = String::new();
@@ -264,8 +530,18 @@ fn list(v6: bool) -> Result<Option<Value>, PortmapError> {
 
 /// DEL in both families: one listing per family that has the table, one transaction for all
 /// removals. Returns `(ipv4 UDP ports, ipv6 UDP ports)` removed. Without `nft`, nothing can
-/// exist: success.
-pub fn del(net: &str, container_id: &str) -> Result<(Vec<u16>, Vec<u16>), PortmapError> {
+/// exist: success. With `nf`, everything goes over netlink (no process); the caller keeps it
+/// open while it flushes conntrack, since its release waits for the deletion's grace period.
+pub fn del(
+    nf: Option<&mut NfTables>,
+    net: &str,
+    container_id: &str,
+) -> Result<(Vec<u16>, Vec<u16>), PortmapError> {
+    if let Some(nf) = nf
+        && let Some(ports) = del_nf(nf, net, container_id)
+    {
+        return Ok(ports);
+    }
     if !nft::available() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -479,7 +755,18 @@ mod tests {
         let c = upstream("");
         let mut got = add_script(&c, "icee6giejonei6so", "10.0.0.2/24".parse().unwrap());
         got.sort();
-        // The upstream v1.9.1 dump (sorted), except the two documented differences below.
+        // Our markers on the rules of the rewritten chains (see `Current`) aside...
+        let marker = format!(" comment \"{}\"", base_marker("a b"));
+        assert!(got.iter().any(|l| l.ends_with(&marker)));
+        let got: Vec<String> = got
+            .into_iter()
+            .map(|l| {
+                l.trim_end_matches(marker.as_str())
+                    .trim_end_matches(" comment \"cni-rs v1\"")
+                    .to_string()
+            })
+            .collect();
+        // ...the upstream v1.9.1 dump (sorted), except the two documented differences below.
         let same = [
             r#"add table ip cni_hostport { comment "CNI portmap plugin" ; }"#,
             "add chain ip cni_hostport hostip_hostports",
@@ -525,12 +812,10 @@ mod tests {
         let got = add_script(&c, "icee6giejonei6so", "2001:db8::2/64".parse().unwrap());
         assert!(got.contains(&r#"add rule ip6 cni_hostport hostports ip6 daddr 2001:db8:a::1 tcp dport 8085 dnat to [2001:db8::2]:85 comment "icee6giejonei6so""#.to_string()));
         assert!(got.contains(&r#"add rule ip6 cni_hostport hostports tcp dport 8086 dnat to [2001:db8::2]:86 comment "icee6giejonei6so""#.to_string()));
-        assert!(
-            got.contains(
-                &"add rule ip6 cni_hostport prerouting c d fib daddr type local jump hostports_all"
-                    .to_string()
-            )
-        );
+        assert!(got.contains(&format!(
+            "add rule ip6 cni_hostport prerouting c d fib daddr type local jump hostports_all comment \"{}\"",
+            base_marker("c d")
+        )));
         assert!(!got.iter().any(|l| l.contains("masquerad")));
         assert!(!got.iter().any(|l| l.contains("8083") || l.contains("8084")));
 
@@ -541,6 +826,129 @@ mod tests {
             .filter(|l| l.contains(" masquerading ") && l.starts_with("add rule"))
             .collect();
         assert_eq!(masq, vec![&r#"add rule ip cni_hostport masquerading ip daddr 10.0.0.2 ct status dnat masquerade comment "x""#.to_string()]);
+    }
+
+    fn rule(chain: &str, comment: Option<&str>, target: &str) -> Rule {
+        Rule {
+            chain: chain.into(),
+            handle: 1,
+            comment: comment.map(str::to_string),
+            exprs: vec![Expr::Immediate {
+                verdict: Some(Verdict::Jump(target.into())),
+                value: vec![],
+            }],
+            raw_exprs: vec![],
+            compat: None,
+        }
+    }
+
+    #[test]
+    fn rewritten_chains_are_left_alone_when_current() {
+        let m = base_marker("a b");
+        let all = [
+            rule(HOSTPORTS_ALL, None, HOSTIP_HOSTPORTS),
+            rule(HOSTPORTS_ALL, Some(ALL_MARKER), HOSTPORTS),
+        ];
+        let pre = [rule("prerouting", Some(&m), HOSTPORTS_ALL)];
+        let mut cur = current_of(&all, &pre, &pre, "a b");
+        assert!(cur.hostports_all && cur.prerouting && cur.output);
+        // Other conditions (last ADD wins), or a chain the reference rewrote: rewrite.
+        assert!(!current_of(&all, &pre, &pre, "c").prerouting);
+        let plain = [rule("prerouting", None, HOSTPORTS_ALL)];
+        assert!(!current_of(&all, &plain, &plain, "a b").output);
+        assert!(!current_of(&all[..1], &pre, &pre, "a b").hostports_all);
+        let c = upstream("");
+        cur.table = true;
+        cur.chains = vec![HOSTPORTS.into(), "prerouting".into(), MASQUERADING.into()];
+        let got = add_script_with(&c, "x", "10.0.0.2/24".parse().unwrap(), cur);
+        assert!(!got.iter().any(|l| l.starts_with("flush")), "{got:#?}");
+        assert!(!got.iter().any(|l| l.starts_with("add table")));
+        assert!(
+            !got.iter()
+                .any(|l| l.contains("chain ip cni_hostport prerouting"))
+        );
+        assert!(got.contains(&"add chain ip cni_hostport hostports_all".to_string()));
+        assert!(
+            !got.iter()
+                .any(|l| l.contains(" prerouting ") && l.starts_with("add rule"))
+        );
+    }
+
+    #[test]
+    fn netlink_removal_is_scoped_by_the_record() {
+        let mk = |chain: &str, handle: u64, comment: &str, exprs: Vec<Expr>| Rule {
+            chain: chain.into(),
+            handle,
+            comment: Some(comment.into()),
+            exprs,
+            raw_exprs: vec![],
+            compat: None,
+        };
+        let ip = |a: [u8; 4]| Expr::Cmp {
+            op: 0,
+            data: a.to_vec(),
+        };
+        let rec = record_chain("net1");
+        let udp = vec![
+            Expr::Meta { key: META_L4PROTO },
+            Expr::Cmp {
+                op: 0,
+                data: vec![17],
+            },
+            Expr::Payload {
+                base: TRANSPORT_HEADER,
+                offset: 2,
+                len: 2,
+            },
+            Expr::Cmp {
+                op: 0,
+                data: 5353u16.to_be_bytes().to_vec(),
+            },
+            Expr::Immediate {
+                verdict: None,
+                value: vec![10, 0, 0, 2],
+            },
+        ];
+        let chains = vec![
+            (
+                rec.clone(),
+                vec![mk(&rec, 14, "abc", vec![ip([10, 0, 0, 2])])],
+            ),
+            (
+                HOSTPORTS.to_string(),
+                vec![
+                    mk(HOSTPORTS, 10, "abc", udp),
+                    mk(
+                        HOSTPORTS,
+                        11,
+                        "abc",
+                        vec![Expr::Immediate {
+                            verdict: None,
+                            value: vec![10, 9, 0, 2],
+                        }],
+                    ),
+                    mk(HOSTPORTS, 12, "other", vec![]),
+                ],
+            ),
+            (
+                MASQUERADING.to_string(),
+                vec![mk(MASQUERADING, 13, "abc", vec![ip([10, 0, 0, 2])])],
+            ),
+        ];
+        let handles = |c: &[Change]| -> Vec<u64> {
+            c.iter()
+                .filter_map(|x| match x {
+                    Change::DeleteRule { handle, .. } => Some(*handle),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (ch, ports) = removal_nf("net1", "abc", NfFamily::Ipv4, &chains);
+        assert_eq!(handles(&ch), vec![14, 10, 13]);
+        assert_eq!(ports, vec![5353]);
+        // Without a record of this network, every rule with the comment goes.
+        let (ch, _) = removal_nf("net2", "abc", NfFamily::Ipv4, &chains[1..]);
+        assert_eq!(handles(&ch), vec![10, 11, 13]);
     }
 
     #[test]

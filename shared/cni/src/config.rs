@@ -71,10 +71,23 @@ pub struct NetConf {
     pub raw: Value,
 }
 
-/// The `name` checks of the reference skel (code 7).
+/// The longest network name: one path component (host-local keeps its state in
+/// `<dataDir>/<name>/`), `NAME_MAX` bytes.
+pub const MAX_NETWORK_NAME: usize = 255;
+
+/// The `name` checks of the reference skel (code 7), plus a length limit.
 pub fn validate_network_name(name: &str) -> Result<(), CniError> {
     if name.is_empty() {
         return Err(CniError::new(Code::InvalidConfig, "missing network name"));
+    }
+    if name.len() > MAX_NETWORK_NAME {
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            format!(
+                "network name is too long ({} bytes, at most {MAX_NETWORK_NAME})",
+                name.len()
+            ),
+        ));
     }
     if !crate::env::valid_id(name) {
         return Err(CniError::new(
@@ -189,6 +202,18 @@ mod tests {
         assert_eq!(e.code, 7);
         assert_eq!(e.msg, "invalid characters found in network name");
         assert_eq!(e.details, "../etc");
+        let long = format!(r#"{{"name": "{}"}}"#, "a".repeat(256));
+        let e = NetConf::parse(long.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("network name is too long"), "{}", e.msg);
+        assert!(NetConf::parse(format!(r#"{{"name": "{}"}}"#, "a".repeat(255)).as_bytes()).is_ok());
+        // Objects are objects: an array in their place is a decode error.
+        assert_eq!(
+            NetConf::parse(br#"{"name": "n", "ipam": ["x"]}"#)
+                .unwrap_err()
+                .code,
+            6
+        );
     }
 
     #[test]

@@ -46,8 +46,46 @@ pub fn exec(
     path: &[String],
     stdin: &[u8],
 ) -> Result<Vec<u8>, CniError> {
+    start(plugin_type, command, path, stdin)?.wait()
+}
+
+/// A delegated plugin that has been started and not waited for yet.
+pub struct Running {
+    child: std::process::Child,
+    plugin_type: String,
+    bin: PathBuf,
+}
+
+/// Starts `plugin_type` like [`exec`] and returns without waiting, so that the caller can
+/// work (e.g. delete a link) while the delegate runs. Collect it with [`Running::wait`].
+pub fn start(
+    plugin_type: &str,
+    command: &str,
+    path: &[String],
+    stdin: &[u8],
+) -> Result<Running, CniError> {
     let bin = find_plugin(plugin_type, path)?;
-    let mut child = Command::new(&bin)
+    start_bin(&bin, plugin_type, command, stdin)
+}
+
+/// Runs the plugin binary `bin` (already found on `CNI_PATH`) like [`exec`].
+pub fn exec_bin(
+    bin: &std::path::Path,
+    plugin_type: &str,
+    command: &str,
+    stdin: &[u8],
+) -> Result<Vec<u8>, CniError> {
+    start_bin(bin, plugin_type, command, stdin)?.wait()
+}
+
+/// Starts the plugin binary `bin` like [`start`].
+pub fn start_bin(
+    bin: &std::path::Path,
+    plugin_type: &str,
+    command: &str,
+    stdin: &[u8],
+) -> Result<Running, CniError> {
+    let mut child = Command::new(bin)
         .env("CNI_COMMAND", command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -58,24 +96,40 @@ pub fn exec(
         // A plugin that exits without reading stdin closes the pipe; its exit status decides.
         let _ = input.write_all(stdin);
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CniError::internal(format!("failed to wait for {}: {e}", bin.display())))?;
-    if out.status.success() {
-        return Ok(out.stdout);
+    Ok(Running {
+        child,
+        plugin_type: plugin_type.to_string(),
+        bin: bin.to_path_buf(),
+    })
+}
+
+impl Running {
+    /// Waits for the delegate; its stdout on success, its error object otherwise.
+    pub fn wait(self) -> Result<Vec<u8>, CniError> {
+        let Running {
+            child,
+            plugin_type,
+            bin,
+        } = self;
+        let out = child.wait_with_output().map_err(|e| {
+            CniError::internal(format!("failed to wait for {}: {e}", bin.display()))
+        })?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Err(CniError::internal(format!(
+                "netplugin {plugin_type} failed with no error message: {}",
+                out.status
+            )));
+        }
+        Err(parse_error(&out.stdout).unwrap_or_else(|| {
+            CniError::internal(format!(
+                "netplugin {plugin_type} failed but error parsing its diagnostic message {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            ))
+        }))
     }
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        return Err(CniError::internal(format!(
-            "netplugin {plugin_type} failed with no error message: {}",
-            out.status
-        )));
-    }
-    Err(parse_error(&out.stdout).unwrap_or_else(|| {
-        CniError::internal(format!(
-            "netplugin {plugin_type} failed but error parsing its diagnostic message {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }))
 }
 
 /// Decodes a plugin's error object.
@@ -113,12 +167,9 @@ impl<'a> Ipam<'a> {
     }
 
     fn run(&self, command: &str) -> Result<Vec<u8>, CniError> {
-        exec(
-            &self.req.conf.ipam_type,
-            command,
-            &self.req.env.path,
-            &self.req.stdin,
-        )
+        let ty = &self.req.conf.ipam_type;
+        let bin = find_plugin(ty, &self.req.env.path).map_err(|e| e.context("ipam.type"))?;
+        exec_bin(&bin, ty, command, &self.req.stdin)
     }
 
     /// IPAM ADD; the result in the newest schema.
@@ -136,6 +187,13 @@ impl<'a> Ipam<'a> {
     /// IPAM DEL.
     pub fn del(&self) -> Result<(), CniError> {
         self.run("DEL").map(|_| ())
+    }
+
+    /// Starts IPAM DEL without waiting for it (see [`start`]).
+    pub fn start_del(&self) -> Result<Running, CniError> {
+        let ty = &self.req.conf.ipam_type;
+        let bin = find_plugin(ty, &self.req.env.path).map_err(|e| e.context("ipam.type"))?;
+        start_bin(&bin, ty, "DEL", &self.req.stdin)
     }
 
     /// IPAM CHECK.

@@ -139,9 +139,10 @@ pub fn canonicalize_keys(value: &mut Value, known: &[&str]) {
 }
 
 /// Deserializes `value` into `T`, naming the offending field path in the error
-/// (`ipam.ranges[0][0].subnet: invalid IP network`).
+/// (`ipam.ranges[0][0].subnet: invalid IP network`). Structs are decoded from JSON objects
+/// only ([`Strict`]), as Go does.
 pub fn from_value<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(Strict(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         if path == "." || path.is_empty() {
@@ -150,6 +151,193 @@ pub fn from_value<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, St
             format!("{path}: {inner}")
         }
     })
+}
+
+/// A deserializer over a [`Value`] that is `serde_json`'s own, except that a struct can only
+/// be decoded from an object: serde's derives also accept an array (fields in declaration
+/// order), so `"ipam": ["host-local"]` or `"runtimeConfig": []` would be taken for objects.
+/// Go's `encoding/json` (the reference) refuses them, and so do we: a wrong type is an error
+/// naming the field.
+struct Strict<'a>(&'a Value);
+
+struct StrictSeq<'a>(std::slice::Iter<'a, Value>);
+
+struct StrictMap<'a> {
+    iter: serde_json::map::Iter<'a>,
+    value: Option<&'a Value>,
+}
+
+impl<'de> serde::de::SeqAccess<'de> for StrictSeq<'de> {
+    type Error = serde_json::Error;
+    fn next_element_seed<S: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, serde_json::Error> {
+        match self.0.next() {
+            Some(v) => seed.deserialize(Strict(v)).map(Some),
+            None => Ok(None),
+        }
+    }
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+impl<'de> serde::de::MapAccess<'de> for StrictMap<'de> {
+    type Error = serde_json::Error;
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, serde_json::Error> {
+        match self.iter.next() {
+            Some((k, v)) => {
+                self.value = Some(v);
+                seed.deserialize(serde::de::value::BorrowedStrDeserializer::new(k))
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.value.take() {
+            Some(v) => seed.deserialize(Strict(v)),
+            None => Err(serde::de::Error::custom("value is missing")),
+        }
+    }
+}
+
+macro_rules! forward_scalars {
+    ($($name:ident)*) => {
+        $(
+            fn $name<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+                self.0.$name(visitor)
+            }
+        )*
+    };
+}
+
+impl<'de> serde::Deserializer<'de> for Strict<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.0 {
+            Value::Array(items) => visitor.visit_seq(StrictSeq(items.iter())),
+            Value::Object(map) => visitor.visit_map(StrictMap {
+                iter: map.iter(),
+                value: None,
+            }),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.0 {
+            Value::Object(_) => self.deserialize_any(visitor),
+            Value::Array(_) => Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Seq,
+                &visitor,
+            )),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_seq<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.0 {
+            Value::Array(_) => self.deserialize_any(visitor),
+            other => other.deserialize_seq(visitor),
+        }
+    }
+
+    fn deserialize_tuple<V: serde::de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.0 {
+            Value::Object(_) => self.deserialize_any(visitor),
+            other => other.deserialize_map(visitor),
+        }
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_ignored_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        visitor.visit_unit()
+    }
+
+    forward_scalars! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_identifier
+    }
+
+    fn deserialize_unit_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        self.0.deserialize_unit_struct(name, visitor)
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +382,13 @@ mod tests {
         }
         let e = from_value::<Outer>(&json!({"inner": [{"mtu": "x"}]})).unwrap_err();
         assert!(e.starts_with("inner[0].mtu: invalid type"), "{e}");
+        // A struct is an object, never an array (serde's derives would take one).
+        let e = from_value::<Outer>(&json!({"inner": [[5]]})).unwrap_err();
+        assert!(e.starts_with("inner[0]: invalid type: sequence"), "{e}");
+        let e = from_value::<Outer>(&json!([[]])).unwrap_err();
+        assert!(e.starts_with("invalid type: sequence"), "{e}");
+        let ok: Outer =
+            from_value(&json!({"inner": [{"mtu": 1}], "other": [1, {"a": []}]})).unwrap();
+        assert_eq!(ok.inner.len(), 1);
     }
 }

@@ -391,9 +391,15 @@ pub fn ip_string(ip: IpAddr) -> String {
     ip.to_canonical().to_string()
 }
 
-/// CIDR text with host bits kept, with Go's IP formatting.
+/// CIDR text with host bits kept, with Go's `net.IPNet.String()` formatting: an IPv4-mapped
+/// IPv6 address prints as IPv4 with the last 32 bits of its mask (`::ffff:10.0.0.1/104` is
+/// `10.0.0.1/8`), so that what is printed always parses back.
 pub fn net_string(n: &IpNet) -> String {
-    format!("{}/{}", ip_string(n.addr()), n.prefix_len())
+    let prefix = match n.addr() {
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => n.prefix_len().saturating_sub(96),
+        _ => n.prefix_len(),
+    };
+    format!("{}/{prefix}", ip_string(n.addr()))
 }
 
 fn go_dns(d: &Dns) -> GoDns<'_> {
@@ -931,5 +937,18 @@ mod tests {
     fn ipv4_mapped_prints_as_ipv4() {
         let ip: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         assert_eq!(ip_string(ip), "10.1.2.3");
+        // With a prefix: the last 32 bits of the mask, as Go prints it (found by fuzzing:
+        // "10.1.2.3/104" did not parse back).
+        for (net, want) in [
+            ("::ffff:10.1.2.3/104", "10.1.2.3/8"),
+            ("::ffff:10.1.2.3/128", "10.1.2.3/32"),
+            ("::ffff:10.1.2.3/64", "10.1.2.3/0"),
+            ("10.1.2.3/24", "10.1.2.3/24"),
+            ("fd00::1/64", "fd00::1/64"),
+        ] {
+            let n: IpNet = net.parse().unwrap();
+            assert_eq!(net_string(&n), want);
+            assert!(want.parse::<IpNet>().is_ok());
+        }
     }
 }

@@ -22,14 +22,43 @@ pub struct Request {
 }
 
 impl Request {
-    /// The parsed `prevResult`, if any. A parse failure is code 999 as in the reference.
+    /// The parsed `prevResult`, if any. It is part of the configuration: a value that does
+    /// not parse is invalid configuration (code 7; the reference says 999).
     pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
         match self.conf.prev_result_value() {
             None => Ok(None),
             Some(v) => CniResult::parse(v, &self.conf.cni_version)
                 .map(Some)
-                .map_err(|e| e.context("could not parse prevResult")),
+                .map_err(|e| {
+                    CniError::new(Code::InvalidConfig, e.msg)
+                        .with_details(e.details)
+                        .context("could not parse prevResult")
+                }),
         }
+    }
+
+    /// The request [`dispatch`] builds for `command` from this stdin and `CNI_ARGS`, with
+    /// placeholder attachment variables (container `fuzz`, `eth0`, netns `/nonexistent`,
+    /// no `CNI_PATH`): the public entry point of each plugin's configuration parsing, for
+    /// fuzzing and tests. Fails as the skel would on stdin (codes 6, 7) or a version it
+    /// cannot negotiate (1).
+    pub fn synthetic(command: &str, stdin: &[u8], cni_args: &str) -> Result<Request, CniError> {
+        let conf = NetConf::parse(stdin)?;
+        let version = Version::negotiate(&conf.cni_version)?;
+        Ok(Request {
+            env: Env {
+                command: Command::parse(command),
+                container_id: "fuzz".into(),
+                netns: "/nonexistent".into(),
+                ifname: "eth0".into(),
+                args: cni_args.into(),
+                path: Vec::new(),
+                netns_override: false,
+            },
+            stdin: stdin.to_vec(),
+            conf,
+            version,
+        })
     }
 }
 
@@ -63,6 +92,10 @@ pub trait Io {
     fn is_own_netns(&self, netns_path: &str) -> bool;
 }
 
+/// The most stdin a plugin reads (a config is a few KiB; a GC list of 100,000 attachments is
+/// about 6 MiB). More is refused (code 6) instead of exhausting memory.
+pub const MAX_STDIN: u64 = 64 * 1024 * 1024;
+
 /// The real process environment.
 pub struct ProcessIo;
 
@@ -72,7 +105,10 @@ impl Io for ProcessIo {
     }
     fn read_stdin(&mut self) -> std::io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf)?;
+        std::io::stdin()
+            .lock()
+            .take(MAX_STDIN + 1)
+            .read_to_end(&mut buf)?;
         Ok(buf)
     }
     fn write_stdout(&mut self, s: &str) {
@@ -145,6 +181,15 @@ fn dispatch_inner(
     let stdin = io
         .read_stdin()
         .map_err(|e| CniError::new(Code::Io, format!("error reading from stdin: {e}")))?;
+    if stdin.len() as u64 > MAX_STDIN {
+        return Err(CniError::new(
+            Code::DecodeFailure,
+            format!(
+                "error unmarshall network config: stdin is larger than {} MiB",
+                MAX_STDIN >> 20
+            ),
+        ));
+    }
     let conf = NetConf::parse(&stdin)?;
     if Version::parse(&conf.cni_version).is_some() {
         *err_version = conf.cni_version.clone();
@@ -158,8 +203,22 @@ fn dispatch_inner(
     if let Some((min, msg)) = version::gate(env.command.as_str()) {
         let have = Semver::parse(&conf.cni_version)?;
         if have < min {
-            return Err(CniError::new(Code::IncompatibleVersion, msg));
+            return Err(
+                CniError::new(Code::IncompatibleVersion, msg).with_details(format!(
+                    "config is {:?}, {} needs at least \"{}.{}.{}\"",
+                    conf.cni_version,
+                    env.command.as_str(),
+                    min.0,
+                    min.1,
+                    min.2
+                )),
+            );
         }
+    }
+    if env.command == Command::Gc {
+        // The valid-attachments list is part of the protocol: its shape is checked for
+        // every plugin, whether or not it keeps state.
+        crate::gc::valid_attachments(&conf.raw)?;
     }
     let version = Version::negotiate(&conf.cni_version)?;
     if matches!(env.command, Command::Add | Command::Del)
@@ -417,6 +476,34 @@ pub(crate) mod tests {
             );
             assert!(v["cniVersion"].is_string());
         }
+    }
+
+    #[test]
+    fn oversized_stdin_gc_lists_and_gate_details() {
+        let mut big = br#"{"cniVersion":"1.0.0","name":"n","x":""#.to_vec();
+        big.resize(MAX_STDIN as usize + 1, b'a');
+        let mut io = MockIo::new(&ADD, "");
+        io.stdin = big;
+        assert_eq!(dispatch(&Echo, &mut io), 1);
+        let v = err_of(&io);
+        assert_eq!(v["code"], 6);
+        assert!(v["msg"].as_str().unwrap().contains("64 MiB"), "{v}");
+        // A GC list of the wrong shape is refused by every plugin.
+        let (rc, io) = run_with(
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
+            r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":1}]}"#,
+        );
+        assert_eq!(rc, 1);
+        assert_eq!(err_of(&io)["code"], 7);
+        // The version gate says which version it got and which it needs.
+        let (_, io) = run_with(
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
+            r#"{"cniVersion":"1.0.0","name":"n"}"#,
+        );
+        assert_eq!(
+            err_of(&io)["details"],
+            "config is \"1.0.0\", GC needs at least \"1.1.0\""
+        );
     }
 
     #[test]

@@ -1,23 +1,13 @@
 //! portmap: ADD and DEL time for 2, 100 and 1,000 mappings (dual-stack container), ours
 //! (iptables and nftables backends) against the reference (iptables; Debian 1.1.1 has no nft
-//! backend), alternating in the same run; plus the number of firewall processes each
-//! ADD+DEL starts, counted once per case through logging wrappers on `PATH` (not timed).
+//! backend), alternating in the same run; plus the number of processes each ADD and DEL
+//! starts, counted once per case with `strace -f` (not timed).
 
 use super::{Ctx, Stats};
-use cni_testkit::{Netns, Node, TempDir, run_plugin};
+use cni_testkit::{Netns, Node, run_plugin};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-const TOOLS: [&str; 7] = [
-    "iptables",
-    "ip6tables",
-    "iptables-save",
-    "ip6tables-save",
-    "iptables-restore",
-    "ip6tables-restore",
-    "nft",
-];
 
 fn conf(n: usize, backend: Option<&str>) -> Value {
     let maps: Vec<Value> = (0..n)
@@ -77,45 +67,25 @@ impl Bench<'_> {
     }
 }
 
-/// A `PATH` directory whose firewall tools log each start to `log` and exec the real tool.
-fn counting_path(dir: &Path, log: &Path) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    for t in TOOLS {
-        if let Some(real) = cni_kernel::firewall::find_in_path(t) {
-            let p = dir.join(t);
-            std::fs::write(
-                &p,
-                format!(
-                    "#!/bin/sh\necho {t} >> {}\nexec {} \"$@\"\n",
-                    log.display(),
-                    real.display()
-                ),
-            )
-            .unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-    )
-}
-
-fn count(b: &Bench, bin: &Path, c: &Value, dir: &Path) -> (usize, usize) {
-    let log = dir.join("log");
-    let path = counting_path(dir, &log);
-    let _ = std::fs::remove_file(&log);
-    b.run(bin, "ADD", c, Some(&path));
-    let add = std::fs::read_to_string(&log)
-        .map(|s| s.lines().count())
-        .unwrap_or(0);
-    let _ = std::fs::remove_file(&log);
-    b.run(bin, "DEL", c, Some(&path));
-    let del = std::fs::read_to_string(&log)
-        .map(|s| s.lines().count())
-        .unwrap_or(0);
-    (add, del)
+/// The programs one ADD and one DEL start (untimed, traced with `strace -f`).
+fn count(b: &Bench, bin: &Path, c: &Value) -> (Option<usize>, Option<usize>) {
+    let netns = b.ctr.path().display().to_string();
+    let env = |cmd: &str| {
+        let mut e = super::cni_env(cmd, "bench1", &netns, Path::new("/usr/lib/cni"));
+        e.retain(|(k, _)| k != "CNI_ARGS");
+        e
+    };
+    let text = c.to_string();
+    let ns = b.node.open();
+    let add = ns
+        .run(|| super::children(bin, &env("ADD"), &text))
+        .ok()
+        .flatten();
+    let del = ns
+        .run(|| super::children(bin, &env("DEL"), &text))
+        .ok()
+        .flatten();
+    (add.map(|v| v.len()), del.map(|v| v.len()))
 }
 
 /// The portmap benchmark section.
@@ -132,7 +102,6 @@ pub fn run(ctx: &mut Ctx) {
         node: &node,
         ctr: &ctr,
     };
-    let shim = TempDir::new("benchpm-path");
     for n in [2usize, 100, 1000] {
         let ipt = conf(n, Some("iptables"));
         let nftc = conf(n, Some("nftables"));
@@ -160,10 +129,10 @@ pub fn run(ctx: &mut Ctx) {
             }
         }
         // Process counts (one untimed ADD+DEL each; the reference only up to 100 mappings).
-        let (o_add_p, o_del_p) = count(&b, &ours, &ipt, shim.path());
-        let (n_add_p, n_del_p) = count(&b, &ours, &nftc, shim.path());
+        let (o_add_p, o_del_p) = count(&b, &ours, &ipt);
+        let (n_add_p, n_del_p) = count(&b, &ours, &nftc);
         let refp = match &reference {
-            Some(r) if n <= 100 => Some(count(&b, r, &ref_conf, shim.path())),
+            Some(r) if n <= 100 => Some(count(&b, r, &ref_conf)),
             _ => None,
         };
         let rstats = |v: &Vec<Duration>| (!v.is_empty()).then(|| Stats::of(v));
@@ -198,8 +167,7 @@ pub fn run(ctx: &mut Ctx) {
     }
     ctx.notes.push(
         "portmap: dual-stack container, mappings 3/4 tcp 1/4 udp; the reference is Debian 1.1.1 \
-         (iptables only), run at most once at 1,000 mappings; procs = firewall processes \
-         started (iptables*, ip6tables*, nft)"
+         (iptables only), run at most once at 1,000 mappings; procs = processes started"
             .to_string(),
     );
 }

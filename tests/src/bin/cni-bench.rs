@@ -1,4 +1,5 @@
-//! `cni-bench [BIN_DIR] [--quick] [--only GROUP] [--json FILE]`: the benchmark suite.
+//! `cni-bench [BIN_DIR] [--quick] [--only GROUP] [--json FILE] [--md FILE]`: the benchmark
+//! suite (`make bench`). Sections: `plugins`, `chain`, `floor`, `host-local`, `portmap`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,11 +15,18 @@ fn main() {
     let mut quick = false;
     let mut only: Option<String> = None;
     let mut json_out = PathBuf::from("bench-results/latest.json");
+    let mut md_out = PathBuf::from("bench-results/latest.md");
     while let Some(a) = args.next() {
         match a.as_str() {
+            // Internal: measure one invocation's peak RSS (see bench::peak_rss_kib).
+            "--rss-probe" => {
+                let bin = args.next().expect("--rss-probe BIN");
+                std::process::exit(cni_e2e::bench::rss_probe_main(&bin));
+            }
             "--quick" => quick = true,
             "--only" => only = args.next(),
             "--json" => json_out = PathBuf::from(args.next().expect("--json FILE")),
+            "--md" => md_out = PathBuf::from(args.next().expect("--md FILE")),
             other => ours = PathBuf::from(other),
         }
     }
@@ -34,9 +42,10 @@ fn main() {
         notes: Vec::new(),
     };
     println!("{}", header());
-    // Each section: (name for --only, function). Sections are added as plugins land.
     let groups: Vec<Section> = vec![
-        ("bridge", cni_e2e::bench::bridge::run),
+        ("plugins", cni_e2e::bench::plugins::run),
+        ("chain", cni_e2e::bench::chain::run),
+        ("floor", cni_e2e::bench::floor::run),
         ("host-local", cni_e2e::bench::host_local::run),
         ("portmap", cni_e2e::bench::portmap::run),
     ];
@@ -45,13 +54,21 @@ fn main() {
             f(&mut ctx);
         }
     }
-    if let Some(dir) = json_out.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    for (path, text) in [
+        (
+            &json_out,
+            serde_json::to_string_pretty(&ctx.to_json()).unwrap(),
+        ),
+        (&md_out, ctx.to_markdown()),
+    ] {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(path, text).expect("write results");
     }
-    std::fs::write(
-        &json_out,
-        serde_json::to_string_pretty(&ctx.to_json()).unwrap(),
-    )
-    .expect("write json");
-    println!("\nJSON written to {}", json_out.display());
+    println!(
+        "\nJSON written to {}, table to {}",
+        json_out.display(),
+        md_out.display()
+    );
 }

@@ -169,18 +169,53 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens (creating it if needed) the network's lock file. A symlink is refused (`O_NOFOLLOW`)
+/// so that the lock cannot be redirected to another network's lock, or the create to a file
+/// outside the data directory.
 fn open_lock(path: &Path) -> Result<File, StoreError> {
-    match File::open(path) {
-        Ok(f) => Ok(f),
+    let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow)
+        .open(path);
+    let opened = match opened {
         Err(e) if e.kind() == ErrorKind::NotFound => OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o750)
-            .open(path)
-            .map_err(io("open", path)),
-        Err(e) => Err(StoreError::io("open", path, e)),
+            .custom_flags(nofollow)
+            .open(path),
+        other => other,
+    };
+    opened.map_err(|e| {
+        if e.raw_os_error() == Some(nix::libc::ELOOP) {
+            StoreError::io(
+                "open",
+                path,
+                std::io::Error::other("the lock file is a symbolic link; refusing to follow it"),
+            )
+        } else {
+            StoreError::io("open", path, e)
+        }
+    })
+}
+
+/// `dataDir` and the network directory, where they exist, must be directories.
+fn check_dirs(data_dir: &Path, dir: &Path) -> Result<(), StoreError> {
+    for p in [data_dir, dir] {
+        let not_dir = match fs::metadata(p) {
+            Ok(m) => !m.is_dir(),
+            Err(e) => e.kind() == ErrorKind::NotADirectory,
+        };
+        if not_dir {
+            return Err(StoreError::NotADirectory {
+                data_dir: data_dir.to_path_buf(),
+                path: p.to_path_buf(),
+            });
+        }
     }
+    Ok(())
 }
 
 fn wait_lock(f: &File, path: &Path, wait: LockWait) -> Result<(), StoreError> {
@@ -291,16 +326,7 @@ impl DiskStore {
     pub fn open_with(data_dir: &Path, name: &str, wait: LockWait) -> Result<DiskStore, StoreError> {
         check_name(name)?;
         let dir = data_dir.join(name);
-        for p in [data_dir, dir.as_path()] {
-            if let Ok(m) = fs::metadata(p)
-                && !m.is_dir()
-            {
-                return Err(StoreError::NotADirectory {
-                    data_dir: data_dir.to_path_buf(),
-                    path: p.to_path_buf(),
-                });
-            }
-        }
+        check_dirs(data_dir, &dir)?;
         DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -339,6 +365,18 @@ impl DiskStore {
             store.rescan()?;
         }
         Ok(store)
+    }
+
+    /// As [`DiskStore::open`], but `None` when the network directory does not exist (DEL,
+    /// CHECK and GC have nothing to do then, and create nothing).
+    pub fn open_existing(data_dir: &Path, name: &str) -> Result<Option<DiskStore>, StoreError> {
+        check_name(name)?;
+        let dir = data_dir.join(name);
+        check_dirs(data_dir, &dir)?;
+        match fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            _ => DiskStore::open(data_dir, name).map(Some),
+        }
     }
 
     /// The network directory.

@@ -10,9 +10,10 @@
 use cni::gc::{Attachment, has_container};
 use cni_kernel::firewall::Family;
 use cni_kernel::firewall::iptables::{Restore, Ruleset, SavedRule, argv};
-use cni_kernel::firewall::names;
+use cni_kernel::firewall::{names, xt};
+use cni_kernel::nftables::{ChainInfo, Change, NETWORK_HEADER, Rule};
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The table the masquerade rules live in.
 pub const TABLE: &str = "nat";
@@ -185,6 +186,161 @@ pub fn plan_setup(listing: &Ruleset, net: &str, container_id: &str, addrs: &[IpN
         }
     }
     tx
+}
+
+/// The ADD transaction for a container whose chain does not exist yet, planned without any
+/// listing: `-N <chain>` (which makes the whole transaction fail if the chain exists, e.g. a
+/// second interface of the container or a re-ADD after a crash; the caller then falls back
+/// to [`plan_setup`] over a listing), then every rule. A new chain cannot be the target of
+/// an existing jump, so nothing here can duplicate a rule.
+pub fn plan_new(net: &str, container_id: &str, addrs: &[IpNet]) -> Restore {
+    let mut tx = Restore::new(TABLE);
+    if addrs.is_empty() {
+        return tx;
+    }
+    tx.new_chain(&names::chain_name(net, container_id));
+    for w in wanted(net, container_id, addrs) {
+        tx.append(&w.chain, &w.args);
+    }
+    tx
+}
+
+/// [`plan_new`] as one nf_tables transaction (`iptables-nft` hosts): create the chain (the
+/// transaction fails if it exists), append every rule, encoded exactly as `iptables-nft`
+/// would ([`xt`]). `None` if a rule cannot be encoded (never for the reference's rules).
+pub fn plan_new_nf(
+    family: Family,
+    net: &str,
+    container_id: &str,
+    addrs: &[IpNet],
+) -> Option<Vec<Change>> {
+    if addrs.is_empty() {
+        return Some(Vec::new());
+    }
+    let nf = family.nf_family();
+    let mut out = vec![Change::AddChain {
+        family: nf,
+        table: TABLE.to_string(),
+        chain: names::chain_name(net, container_id),
+    }];
+    for w in wanted(net, container_id, addrs) {
+        let (exprs, compat) = xt::encode(&w.args, family)?;
+        out.push(Change::AppendRule {
+            family: nf,
+            table: TABLE.to_string(),
+            chain: w.chain,
+            exprs,
+            compat: Some(compat),
+        });
+    }
+    Some(out)
+}
+
+/// The DEL transaction when the attachment's addresses are known, planned without a
+/// listing: delete the POSTROUTING jump of each address exactly as the reference wrote it,
+/// then flush and delete the chain. It fails as a whole if any of it is absent or the chain
+/// is still referenced (another interface of the container); the caller then falls back to
+/// [`plan_teardown`] over a listing.
+pub fn plan_exact_teardown(net: &str, container_id: &str, addrs: &[IpNet]) -> Restore {
+    let chain = names::chain_name(net, container_id);
+    let mut tx = Restore::new(TABLE);
+    for w in wanted(net, container_id, addrs) {
+        if w.chain == POSTROUTING {
+            tx.delete(&w.chain, &w.args);
+        }
+    }
+    tx.flush_chain(&chain).delete_chain(&chain);
+    tx
+}
+
+/// The source network an `iptables-nft` rule matches (`-s`), read from its nf_tables
+/// expressions: a load of the source address field, an optional mask, a comparison.
+pub fn nf_source(rule: &Rule, family: Family) -> Option<IpNet> {
+    let (offset, size) = match family {
+        Family::V4 => (12, 4),
+        Family::V6 => (8, 16),
+    };
+    let (data, mask) = rule.payload_eq(NETWORK_HEADER, offset)?;
+    if data.is_empty() || data.len() > size {
+        return None;
+    }
+    let prefix = match &mask {
+        Some(m) => m.iter().map(|b| b.count_ones()).sum::<u32>(),
+        None => data.len() as u32 * 8,
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..data.len()].copy_from_slice(&data);
+    let ip = match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(bytes)),
+    };
+    IpNet::new(ip, u8::try_from(prefix).ok()?).ok()
+}
+
+/// The DEL changes for one family computed from nf_tables directly (`iptables-nft` hosts):
+/// the same decisions as [`plan_teardown`], over the rules of `POSTROUTING` and the chain's
+/// reference count. `None` when the jumps found in `POSTROUTING` do not account for every
+/// reference to the chain (someone jumps to it from elsewhere): the caller then uses the
+/// listing, which sees every chain. `chain_info` is the chain and its number of rules.
+pub fn plan_teardown_nf(
+    family: Family,
+    postrouting: &[Rule],
+    chain_info: Option<(&ChainInfo, usize)>,
+    net: &str,
+    container_id: &str,
+    addrs: Option<&[IpNet]>,
+) -> Option<Vec<Change>> {
+    let chain = names::chain_name(net, container_id);
+    let Some((info, own_rules)) = chain_info else {
+        // No chain, so no jump to it either.
+        return Some(Vec::new());
+    };
+    let nf = family.nf_family();
+    let jumps: Vec<&Rule> = postrouting
+        .iter()
+        .filter(|r| r.jump_target() == Some(chain.as_str()))
+        .collect();
+    // A chain's reference count is its own rules plus the jumps to it.
+    if jumps.len() + own_rules != info.use_count as usize {
+        return None;
+    }
+    let change = |c: &str| (nf, TABLE.to_string(), c.to_string());
+    let mut out = Vec::new();
+    let mut kept = 0;
+    for r in jumps {
+        let remove = match addrs {
+            Some(list) if !list.is_empty() => match nf_source(r, family) {
+                Some(src) => list.iter().any(|a| src.contains(&a.addr())),
+                None => true,
+            },
+            _ => true,
+        };
+        if remove {
+            let (family, table, chain) = change(POSTROUTING);
+            out.push(Change::DeleteRule {
+                family,
+                table,
+                chain,
+                handle: r.handle,
+            });
+        } else {
+            kept += 1;
+        }
+    }
+    if kept == 0 {
+        let (family, table, c) = change(&chain);
+        out.push(Change::FlushChain {
+            family,
+            table: table.clone(),
+            chain: c.clone(),
+        });
+        out.push(Change::DeleteChain {
+            family,
+            table,
+            chain: c,
+        });
+    }
+    Some(out)
 }
 
 /// The restore transaction that removes one attachment's rules.
@@ -403,6 +559,100 @@ COMMIT
         // Nothing of this attachment: nothing to do, no process.
         assert!(plan_teardown(&rs, "othernet", "abc123", None).is_empty());
         assert!(plan_teardown(&Ruleset::parse(EMPTY), "mynet", "abc123", None).is_empty());
+    }
+
+    fn nf_rule(chain: &str, handle: u64, src: Option<[u8; 4]>, target: &str) -> Rule {
+        let mut exprs = Vec::new();
+        if let Some(a) = src {
+            exprs.push(cni_kernel::nftables::Expr::Payload {
+                base: NETWORK_HEADER,
+                offset: 12,
+                len: 4,
+            });
+            exprs.push(cni_kernel::nftables::Expr::Cmp {
+                op: 0,
+                data: a.to_vec(),
+            });
+        }
+        exprs.push(cni_kernel::nftables::Expr::Immediate {
+            verdict: Some(cni_kernel::nftables::Verdict::Jump(target.into())),
+            value: Vec::new(),
+        });
+        Rule {
+            chain: chain.into(),
+            handle,
+            comment: None,
+            exprs,
+            raw_exprs: Vec::new(),
+            compat: None,
+        }
+    }
+
+    #[test]
+    fn plans_without_a_listing() {
+        let tx = plan_new("mynet", "abc123", &nets(&["10.88.0.2/16"])).render();
+        assert!(
+            tx.starts_with(&format!("*nat\n-N {CHAIN}\n-A {CHAIN} -d 10.88.0.0/16 ")),
+            "{tx}"
+        );
+        assert!(tx.contains("-A POSTROUTING -s 10.88.0.2/32 "));
+        assert!(plan_new("mynet", "abc123", &[]).is_empty());
+        let ch = plan_new_nf(Family::V4, "mynet", "abc123", &nets(&["10.88.0.2/16"])).unwrap();
+        assert!(matches!(&ch[0], Change::AddChain { chain, .. } if chain == CHAIN));
+        assert_eq!(ch.len(), 4);
+        let del = plan_exact_teardown("mynet", "abc123", &nets(&["10.88.0.2/16"])).render();
+        assert_eq!(
+            del,
+            format!(
+                "*nat\n-D POSTROUTING -s 10.88.0.2/32 -m comment --comment \"name: \\\"mynet\\\" id: \\\"abc123\\\"\" -j {CHAIN}\n-F {CHAIN}\n-X {CHAIN}\nCOMMIT\n"
+            )
+        );
+    }
+
+    #[test]
+    fn netlink_teardown_plan() {
+        let post = vec![
+            nf_rule(POSTROUTING, 5, Some([10, 88, 0, 2]), CHAIN),
+            nf_rule(POSTROUTING, 6, Some([10, 99, 0, 7]), CHAIN),
+            nf_rule(POSTROUTING, 7, Some([10, 88, 0, 3]), "CNI-other"),
+        ];
+        assert_eq!(
+            nf_source(&post[0], Family::V4),
+            Some("10.88.0.2/32".parse().unwrap())
+        );
+        let info = ChainInfo {
+            handle: 3,
+            use_count: 4,
+            base: false,
+            comment: None,
+        };
+        // Everything of the container (2 jumps + its 2 rules = the count).
+        let all =
+            plan_teardown_nf(Family::V4, &post, Some((&info, 2)), "mynet", "abc123", None).unwrap();
+        assert_eq!(all.len(), 4);
+        // One interface's address: its jump only, the chain stays for the other.
+        let one = plan_teardown_nf(
+            Family::V4,
+            &post,
+            Some((&info, 2)),
+            "mynet",
+            "abc123",
+            Some(&nets(&["10.88.0.2/16"])),
+        )
+        .unwrap();
+        assert!(matches!(
+            one.as_slice(),
+            [Change::DeleteRule { handle: 5, .. }]
+        ));
+        // A jump from another chain is not in POSTROUTING: undecidable here.
+        assert!(
+            plan_teardown_nf(Family::V4, &post, Some((&info, 1)), "mynet", "abc123", None)
+                .is_none()
+        );
+        assert_eq!(
+            plan_teardown_nf(Family::V4, &post, None, "mynet", "abc123", None),
+            Some(Vec::new())
+        );
     }
 
     #[test]

@@ -1,9 +1,21 @@
 //! Masquerading (`ipMasq`): one firewall transaction per ADD, DEL and GC.
 //!
-//! iptables: one `iptables-save -t nat` listing and at most one `iptables-restore --noflush`
-//! per address family. nftables: one `nft -j list table` listing and at most one `nft -f -`.
-//! DEL always tries both backends, as the reference does, and skips a backend cheaply when
-//! its tool is absent or its table holds nothing of the attachment.
+//! iptables ADD: one add-only transaction per address family, planned without a listing
+//! (creating the container's chain, which fails if it exists, guards against duplicates):
+//! on `iptables-nft` hosts an nf_tables transaction over netlink with the rules encoded as
+//! `iptables-nft` encodes them (no process), elsewhere one `iptables-restore --noflush`.
+//! Only when it does not apply (chain already there, tools broken) does the listing path
+//! run (`iptables-save` + a restore of what is missing).
+//!
+//! iptables DEL: on `iptables-nft` hosts the rules are found and removed over netlink in one
+//! nf_tables transaction, no process at all; otherwise an exact `-D`/`-F`/`-X` restore
+//! from the known addresses, and the listing path when that does not apply. Only the
+//! families of the attachment's addresses are touched.
+//!
+//! nftables: the table is read over netlink, `postrouting` is rewritten only when it is not
+//! already what we write, and one `nft -f -` applies ADD; DEL deletes over netlink.
+//! DEL always tries both backends, as the reference does, and skips a backend cheaply (a
+//! netlink probe) when its table holds nothing of the attachment.
 
 pub mod iptables;
 pub mod nft;
@@ -12,7 +24,8 @@ use crate::config::Backend;
 use crate::error::BridgeError;
 use cni::gc::Attachment;
 use cni_kernel::firewall::iptables::{Iptables, Ruleset};
-use cni_kernel::firewall::{Family, nft as nft_tool};
+use cni_kernel::firewall::{Family, names, nft as nft_tool};
+use cni_kernel::nftables::{Change, NfTables};
 use ipnet::IpNet;
 
 /// The attachment whose rules are handled.
@@ -47,37 +60,133 @@ fn save(f: Family) -> Result<Ruleset, BridgeError> {
         .map_err(|e| BridgeError::firewall(format!("failed to list {} nat", ipt.bin()), e))
 }
 
-fn iptables_setup(
+/// The listing-based ADD of one family: adds what the listing lacks (also repairs a
+/// half-present attachment).
+fn iptables_setup_listed(
     inst: Instance<'_>,
+    f: Family,
     addrs: &[IpNet],
-    mut first: Option<(Family, Ruleset)>,
+    listing: Option<Ruleset>,
 ) -> Result<(), BridgeError> {
+    let listing = match listing {
+        Some(l) => l,
+        None => save(f)?,
+    };
+    let tx = iptables::plan_setup(&listing, inst.net, inst.container_id, addrs);
+    let ipt = Iptables::new(f);
+    ipt.restore(&tx).map_err(|e| {
+        BridgeError::firewall(format!("failed to set up {} masquerading", ipt.bin()), e)
+    })
+}
+
+/// The ADD of one family without a listing: on `iptables-nft` hosts one nf_tables
+/// transaction over netlink ([`iptables::plan_new_nf`], no process), otherwise one add-only
+/// `iptables-restore` creating the chain with `-N` ([`iptables::plan_new`]). False if it did
+/// not apply (the chain exists, or the tools do not work); nothing was changed then.
+fn iptables_setup_new(inst: Instance<'_>, f: Family, addrs: &[IpNet]) -> bool {
+    let ipt = Iptables::new(f);
+    if ipt.uses_nf_tables()
+        && let Some(changes) = iptables::plan_new_nf(f, inst.net, inst.container_id, addrs)
+        && let Ok(mut nf) = NfTables::open()
+    {
+        match nf.commit(&changes, None) {
+            Ok(()) => return true,
+            // The chain exists: only the listing can tell what is missing.
+            Err(e) if e.is_exists() => return false,
+            // E.g. a node where iptables-nft has not created the nat table yet.
+            Err(_) => {}
+        }
+    }
+    let tx = iptables::plan_new(inst.net, inst.container_id, addrs);
+    ipt.restore(&tx).is_ok()
+}
+
+fn iptables_setup(inst: Instance<'_>, addrs: &[IpNet]) -> Result<(), BridgeError> {
     for f in families(addrs) {
-        let listing = match first.take() {
-            Some((ff, rs)) if ff == f => rs,
-            _ => save(f)?,
-        };
-        let tx = iptables::plan_setup(&listing, inst.net, inst.container_id, &of_family(addrs, f));
-        let ipt = Iptables::new(f);
-        ipt.restore(&tx).map_err(|e| {
-            BridgeError::firewall(format!("failed to set up {} masquerading", ipt.bin()), e)
-        })?;
+        let fa = of_family(addrs, f);
+        if !iptables_setup_new(inst, f, &fa) {
+            iptables_setup_listed(inst, f, &fa, None)?;
+        }
     }
     Ok(())
 }
 
+/// What an nftables ADD needs to know of the masquerade table, read over netlink: this
+/// instance's stale rules, whether `postrouting` is current, whether everything exists.
+struct NftState {
+    stale: Vec<u64>,
+    postrouting_current: bool,
+    /// The table and both chains exist.
+    exist: bool,
+}
+
+fn nft_state(inst: Instance<'_>) -> Option<NftState> {
+    let mut nf = NfTables::open().ok()?;
+    if !nf.table_exists(nft::NF_FAMILY, nft::TABLE).ok()? {
+        return Some(NftState {
+            stale: Vec::new(),
+            postrouting_current: false,
+            exist: false,
+        });
+    }
+    let exist = nf
+        .chain(nft::NF_FAMILY, nft::TABLE, nft::CHAIN)
+        .ok()?
+        .is_some()
+        && nf
+            .chain(nft::NF_FAMILY, nft::TABLE, "postrouting")
+            .ok()?
+            .is_some();
+    let post = nf
+        .rules(nft::NF_FAMILY, nft::TABLE, Some("postrouting"))
+        .ok()?;
+    let checks = nf
+        .rules(nft::NF_FAMILY, nft::TABLE, Some(nft::CHAIN))
+        .ok()?;
+    let stale = nft::teardown_changes(&checks, inst.net, inst.ifname, inst.container_id)
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::DeleteRule { handle, .. } => Some(handle),
+            _ => None,
+        })
+        .collect();
+    Some(NftState {
+        stale,
+        postrouting_current: nft::postrouting_is_current(&post),
+        exist,
+    })
+}
+
 fn nft_setup(inst: Instance<'_>, addrs: &[IpNet]) -> Result<(), BridgeError> {
-    let listing = nft_tool::list_table(nft::FAMILY, nft::TABLE)
-        .map_err(|e| BridgeError::firewall("failed to list nftables masquerade table", e))?;
-    let existing = listing.as_ref().map(nft::masq_rules).unwrap_or_default();
-    let script = nft::setup_script(&existing, inst.net, inst.ifname, inst.container_id, addrs);
+    // nf_tables is read over netlink (no `nft` process); the `nft -j` listing remains for
+    // kernels where that fails.
+    let script = match nft_state(inst) {
+        Some(st) => nft::setup_script_with(
+            &st.stale,
+            !st.postrouting_current,
+            st.exist,
+            inst.net,
+            inst.ifname,
+            inst.container_id,
+            addrs,
+        ),
+        None => {
+            let listing = nft_tool::list_table(nft::FAMILY, nft::TABLE).map_err(|e| {
+                BridgeError::firewall("failed to list nftables masquerade table", e)
+            })?;
+            let existing = listing.as_ref().map(nft::masq_rules).unwrap_or_default();
+            nft::setup_script(&existing, inst.net, inst.ifname, inst.container_id, addrs)
+        }
+    };
     nft_tool::apply(&script)
         .map_err(|e| BridgeError::firewall("failed to set up nftables masquerading", e))
 }
 
 /// Installs the masquerade rules of an attachment; returns the backend used. With no
 /// explicit backend this is the reference's default: iptables, unless it is unusable and
-/// nftables is usable (detected from the first listing, so no extra process is started).
+/// nftables is usable. A successful add-only transaction proves iptables usable without a
+/// separate probe; only when it fails is a listing taken to tell "chain exists" from
+/// "iptables does not work".
 pub fn setup(
     backend: Option<Backend>,
     inst: Instance<'_>,
@@ -87,22 +196,46 @@ pub fn setup(
         return Ok(backend.unwrap_or(Backend::Iptables));
     }
     match backend {
-        Some(Backend::Iptables) => iptables_setup(inst, addrs, None).map(|_| Backend::Iptables),
+        Some(Backend::Iptables) => iptables_setup(inst, addrs).map(|_| Backend::Iptables),
         Some(Backend::Nftables) => nft_setup(inst, addrs).map(|_| Backend::Nftables),
         None => {
-            let first_family = families(addrs).first().copied().unwrap_or(Family::V4);
-            let first = if Iptables::new(Family::V4).available() {
+            let fams = families(addrs);
+            let first_family = fams.first().copied().unwrap_or(Family::V4);
+            let available = Iptables::new(Family::V4).available();
+            if available && iptables_setup_new(inst, first_family, &of_family(addrs, first_family))
+            {
+                for &f in &fams[1..] {
+                    let fa = of_family(addrs, f);
+                    if !iptables_setup_new(inst, f, &fa) {
+                        iptables_setup_listed(inst, f, &fa, None)?;
+                    }
+                }
+                return Ok(Backend::Iptables);
+            }
+            let first = if available {
                 save(first_family).ok()
             } else {
                 None
             };
             match first {
                 Some(rs) => {
-                    iptables_setup(inst, addrs, Some((first_family, rs))).map(|_| Backend::Iptables)
+                    iptables_setup_listed(
+                        inst,
+                        first_family,
+                        &of_family(addrs, first_family),
+                        Some(rs),
+                    )?;
+                    for &f in &fams[1..] {
+                        let fa = of_family(addrs, f);
+                        if !iptables_setup_new(inst, f, &fa) {
+                            iptables_setup_listed(inst, f, &fa, None)?;
+                        }
+                    }
+                    Ok(Backend::Iptables)
                 }
                 None if nft_tool::usable() => nft_setup(inst, addrs).map(|_| Backend::Nftables),
                 // Neither works: report the iptables failure, as the reference does.
-                None => iptables_setup(inst, addrs, None).map(|_| Backend::Iptables),
+                None => iptables_setup(inst, addrs).map(|_| Backend::Iptables),
             }
         }
     }
@@ -112,64 +245,229 @@ fn note(msg: &str) {
     eprintln!("bridge: {msg}");
 }
 
-/// Removes an attachment's masquerade rules from both backends. `addrs` are the attachment's
-/// addresses if known (container interface or `prevResult`); without them everything keyed
-/// by `(network, container ID)` (iptables) or `(network, ifname, container ID)` (nftables)
-/// goes. A backend whose tool is missing or does not work is skipped with a note on stderr
-/// (nothing can have been created with it).
-pub fn teardown(inst: Instance<'_>, addrs: Option<&[IpNet]>) -> Result<(), BridgeError> {
-    let mut errors = Vec::new();
-    let fams = match addrs {
-        Some(a) if !a.is_empty() => families(a),
-        _ => vec![Family::V4, Family::V6],
+/// One family's iptables removal in flight.
+enum Pending {
+    /// Committed over netlink already.
+    Done,
+    /// An exact `iptables-restore` is running; on failure the listing path follows.
+    Exact {
+        family: Family,
+        run: cni_kernel::firewall::iptables::Pending,
+    },
+    /// Nothing tried yet: the listing path (at [`Teardown::finish`]).
+    Listed { family: Family },
+}
+
+/// A masquerade teardown that has been started: the nf_tables changes are committed (or the
+/// `iptables-restore` runs) while the caller deletes the veth; [`Teardown::finish`] collects
+/// the outcome. Both the link deletion and a rule-deleting transaction wait for an RCU grace
+/// period, and this lets the two waits overlap instead of adding up. The nf_tables socket is
+/// kept open until `finish`, because closing it after a deleting commit is where the kernel
+/// makes the caller wait.
+pub struct Teardown<'a> {
+    inst: Instance<'a>,
+    addrs: Option<Vec<IpNet>>,
+    pending: Vec<Pending>,
+    nf: Option<NfTables>,
+    errors: Vec<BridgeError>,
+}
+
+/// Commits over netlink what can be decided from nf_tables alone (`iptables-nft` rules,
+/// and the nft backend's table). `None` = fall back to the tools for this family.
+fn nf_teardown_family(
+    nf: &mut NfTables,
+    inst: Instance<'_>,
+    f: Family,
+    addrs: Option<&[IpNet]>,
+) -> Option<()> {
+    let chain = names::chain_name(inst.net, inst.container_id);
+    for _ in 0..3 {
+        let generation = nf.generation().ok()?;
+        let info = nf.chain(f.nf_family(), iptables::TABLE, &chain).ok()?;
+        let (post, own) = match &info {
+            Some(_) => (
+                nf.rules(f.nf_family(), iptables::TABLE, Some("POSTROUTING"))
+                    .ok()?,
+                nf.rules(f.nf_family(), iptables::TABLE, Some(&chain))
+                    .ok()?
+                    .len(),
+            ),
+            None => (Vec::new(), 0),
+        };
+        let changes = iptables::plan_teardown_nf(
+            f,
+            &post,
+            info.as_ref().map(|i| (i, own)),
+            inst.net,
+            inst.container_id,
+            addrs,
+        )?;
+        match nf.commit(&changes, Some(generation)) {
+            Ok(()) => return Some(()),
+            // The ruleset changed between listing and commit: list again.
+            Err(e) if e.is_restart() => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Starts removing an attachment's masquerade rules from both backends (see [`Teardown`]).
+/// `addrs` are the attachment's addresses if known (container interface or `prevResult`);
+/// without them everything keyed by `(network, container ID)` (iptables) or `(network,
+/// ifname, container ID)` (nftables) goes. A backend whose tool is missing or does not work
+/// is skipped with a note on stderr (nothing can have been created with it). Only the
+/// families of the known addresses are touched; both when they are unknown.
+pub fn teardown_start<'a>(inst: Instance<'a>, addrs: Option<&[IpNet]>) -> Teardown<'a> {
+    let addrs: Option<Vec<IpNet>> = addrs.filter(|a| !a.is_empty()).map(<[IpNet]>::to_vec);
+    let fams = match &addrs {
+        Some(a) => families(a),
+        None => vec![Family::V4, Family::V6],
+    };
+    let mut t = Teardown {
+        inst,
+        addrs: addrs.clone(),
+        pending: Vec::new(),
+        nf: NfTables::open().ok(),
+        errors: Vec::new(),
     };
     for f in fams {
         let ipt = Iptables::new(f);
         if !ipt.available() {
             continue;
         }
-        let listing = match ipt.save(iptables::TABLE) {
-            Ok(l) => l,
-            Err(e) => {
-                note(&format!("skipping {} masquerade cleanup: {e}", ipt.bin()));
-                continue;
-            }
-        };
-        let family_addrs = addrs.map(|a| of_family(a, f));
-        let tx = iptables::plan_teardown(
-            &listing,
-            inst.net,
-            inst.container_id,
-            family_addrs.as_deref(),
-        );
-        if let Err(e) = ipt.restore(&tx) {
-            errors.push(BridgeError::firewall(
-                format!("failed to remove {} masquerade rules", ipt.bin()),
-                e,
-            ));
+        let family_addrs = addrs.as_ref().map(|a| of_family(a, f));
+        if ipt.uses_nf_tables()
+            && let Some(nf) = t.nf.as_mut()
+            && nf_teardown_family(nf, inst, f, family_addrs.as_deref()).is_some()
+        {
+            t.pending.push(Pending::Done);
+            continue;
         }
-    }
-    if nft_tool::available() {
-        match nft_tool::list_table(nft::FAMILY, nft::TABLE) {
-            Ok(None) => {}
-            Ok(Some(listing)) => {
-                let script = nft::teardown_script(
-                    &nft::masq_rules(&listing),
-                    inst.net,
-                    inst.ifname,
-                    inst.container_id,
-                );
-                if let Err(e) = nft_tool::apply(&script) {
-                    errors.push(BridgeError::firewall(
-                        "failed to remove nftables masquerade rules",
-                        e,
-                    ));
+        match &family_addrs {
+            Some(fa) if !fa.is_empty() => {
+                let tx = iptables::plan_exact_teardown(inst.net, inst.container_id, fa);
+                match ipt.restore_start(&tx) {
+                    Ok(Some(run)) => t.pending.push(Pending::Exact { family: f, run }),
+                    _ => t.pending.push(Pending::Listed { family: f }),
                 }
             }
-            Err(e) => note(&format!("skipping nftables masquerade cleanup: {e}")),
+            _ => t.pending.push(Pending::Listed { family: f }),
         }
     }
-    BridgeError::collect(errors)
+    // The nftables backend: probed over netlink, changed over netlink.
+    match t.nf.as_mut() {
+        Some(nf) => match nf.table_exists(nft::NF_FAMILY, nft::TABLE) {
+            Ok(false) => {}
+            Ok(true) => {
+                let done = nf
+                    .rules(nft::NF_FAMILY, nft::TABLE, Some(nft::CHAIN))
+                    .ok()
+                    .map(|rules| {
+                        nft::teardown_changes(&rules, inst.net, inst.ifname, inst.container_id)
+                    })
+                    .and_then(|changes| nf.commit(&changes, None).ok());
+                if done.is_none() {
+                    nft_teardown_tool(inst, &mut t.errors);
+                }
+            }
+            Err(_) => nft_teardown_tool(inst, &mut t.errors),
+        },
+        None => nft_teardown_tool(inst, &mut t.errors),
+    }
+    t
+}
+
+/// The nftables removal through the `nft` tool (when netlink could not be used).
+fn nft_teardown_tool(inst: Instance<'_>, errors: &mut Vec<BridgeError>) {
+    if !nft_tool::available() {
+        return;
+    }
+    match nft_tool::list_table(nft::FAMILY, nft::TABLE) {
+        Ok(None) => {}
+        Ok(Some(listing)) => {
+            let script = nft::teardown_script(
+                &nft::masq_rules(&listing),
+                inst.net,
+                inst.ifname,
+                inst.container_id,
+            );
+            if let Err(e) = nft_tool::apply(&script) {
+                errors.push(BridgeError::firewall(
+                    "failed to remove nftables masquerade rules",
+                    e,
+                ));
+            }
+        }
+        Err(e) => note(&format!("skipping nftables masquerade cleanup: {e}")),
+    }
+}
+
+/// The listing-based removal of one family.
+fn iptables_teardown_listed(
+    inst: Instance<'_>,
+    f: Family,
+    addrs: Option<&[IpNet]>,
+    errors: &mut Vec<BridgeError>,
+) {
+    let ipt = Iptables::new(f);
+    let listing = match ipt.save(iptables::TABLE) {
+        Ok(l) => l,
+        Err(e) => {
+            note(&format!("skipping {} masquerade cleanup: {e}", ipt.bin()));
+            return;
+        }
+    };
+    let family_addrs = addrs.map(|a| of_family(a, f));
+    let tx = iptables::plan_teardown(
+        &listing,
+        inst.net,
+        inst.container_id,
+        family_addrs.as_deref(),
+    );
+    if let Err(e) = ipt.restore(&tx) {
+        errors.push(BridgeError::firewall(
+            format!("failed to remove {} masquerade rules", ipt.bin()),
+            e,
+        ));
+    }
+}
+
+impl Teardown<'_> {
+    /// Waits for what was started and falls back to the listing where an exact removal did
+    /// not apply; then releases the nf_tables socket.
+    pub fn finish(mut self) -> Result<(), BridgeError> {
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            match p {
+                Pending::Done => {}
+                Pending::Exact { family, run } => {
+                    if run.wait().is_err() {
+                        iptables_teardown_listed(
+                            self.inst,
+                            family,
+                            self.addrs.as_deref(),
+                            &mut self.errors,
+                        );
+                    }
+                }
+                Pending::Listed { family } => iptables_teardown_listed(
+                    self.inst,
+                    family,
+                    self.addrs.as_deref(),
+                    &mut self.errors,
+                ),
+            }
+        }
+        drop(self.nf.take());
+        BridgeError::collect(std::mem::take(&mut self.errors))
+    }
+}
+
+/// Removes an attachment's masquerade rules from both backends, at once (see
+/// [`teardown_start`]).
+pub fn teardown(inst: Instance<'_>, addrs: Option<&[IpNet]>) -> Result<(), BridgeError> {
+    teardown_start(inst, addrs).finish()
 }
 
 /// Verifies the attachment's masquerade rules in the backend ADD would use.

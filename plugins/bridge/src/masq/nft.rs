@@ -9,6 +9,7 @@
 use cni::gc::Attachment;
 use cni_kernel::firewall::names;
 use cni_kernel::firewall::nft::{NftRule, quote, rules};
+use cni_kernel::nftables::{Change, NfFamily, Rule, Verdict};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -21,6 +22,16 @@ pub const CHAIN: &str = "masq_checks";
 const TABLE_COMMENT: &str = "Masquerading for plugins from github.com/containernetworking/plugins";
 const CHAIN_COMMENT: &str =
     "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet";
+
+/// The comment on our `goto masq_checks` rule in `postrouting`. The reference flushes and
+/// rewrites `postrouting` on every ADD; that deletion costs an RCU grace period (10–25 ms).
+/// Its content never changes, so when the chain holds exactly the three rules we wrote
+/// (this marker on the last one), ADD leaves it alone. A reference ADD rewrites the chain
+/// without the marker, and our next ADD rewrites it once more.
+pub const POSTROUTING_MARKER: &str = "cni-rs: postrouting v1";
+
+/// The nf_tables family of the table.
+pub const NF_FAMILY: NfFamily = NfFamily::Inet;
 
 fn prefix() -> String {
     format!("{FAMILY} {TABLE}")
@@ -44,6 +55,24 @@ pub fn masq_rules(listing: &Value) -> Vec<NftRule> {
         .collect()
 }
 
+/// True if `postrouting` (its rules, from netlink) is exactly what [`setup_script`] writes:
+/// two `return` rules and the marked `goto masq_checks`.
+pub fn postrouting_is_current(postrouting: &[Rule]) -> bool {
+    let verdict = |r: &Rule| {
+        r.exprs.iter().find_map(|e| match e {
+            cni_kernel::nftables::Expr::Immediate {
+                verdict: Some(v), ..
+            } => Some(v.clone()),
+            _ => None,
+        })
+    };
+    matches!(postrouting, [a, b, c]
+        if verdict(a) == Some(Verdict::Return)
+            && verdict(b) == Some(Verdict::Return)
+            && verdict(c) == Some(Verdict::Goto(CHAIN.to_string()))
+            && c.comment.as_deref() == Some(POSTROUTING_MARKER))
+}
+
 /// The ADD transaction: ensure the table and chains, rewrite `postrouting`, drop this
 /// instance's stale rules, add one rule per address.
 pub fn setup_script(
@@ -53,31 +82,62 @@ pub fn setup_script(
     container_id: &str,
     addrs: &[IpNet],
 ) -> String {
+    let handles: Vec<u64> = existing
+        .iter()
+        .filter(|r| {
+            r.comment
+                .starts_with(&names::nft_masq_prefix(net, ifname, container_id))
+        })
+        .map(|r| r.handle)
+        .collect();
+    setup_script_with(&handles, true, false, net, ifname, container_id, addrs)
+}
+
+/// [`setup_script`] with the stale rules of this instance given by handle, the rewrite of
+/// `postrouting` optional (skipped when [`postrouting_is_current`]), and the declaration of
+/// the table and chains skipped when they all `exist` (re-declaring an existing base chain
+/// is an update the kernel releases after a grace period). Without deletions and updates
+/// the transaction is add-only, which nf_tables commits without waiting for a grace period.
+pub fn setup_script_with(
+    stale_handles: &[u64],
+    rewrite_postrouting: bool,
+    exist: bool,
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+    addrs: &[IpNet],
+) -> String {
     let p = prefix();
-    let instance = names::nft_masq_prefix(net, ifname, container_id);
     let comment = names::nft_masq_comment(net, ifname, container_id);
     let mut s = String::new();
-    s.push_str(&format!(
-        "add table {p} {{ comment {} ; }}\n",
-        quote(TABLE_COMMENT)
-    ));
-    s.push_str(&format!(
-        "add chain {p} {CHAIN} {{ comment {} ; }}\n",
-        quote(CHAIN_COMMENT)
-    ));
-    s.push_str(&format!(
-        "add chain {p} postrouting {{ type nat hook postrouting priority 100 ; }}\n"
-    ));
-    s.push_str(&format!("flush chain {p} postrouting\n"));
-    s.push_str(&format!(
-        "add rule {p} postrouting ip daddr == 224.0.0.0/4  return\n"
-    ));
-    s.push_str(&format!(
-        "add rule {p} postrouting ip6 daddr == ff00::/8  return\n"
-    ));
-    s.push_str(&format!("add rule {p} postrouting goto {CHAIN}\n"));
-    for r in existing.iter().filter(|r| r.comment.starts_with(&instance)) {
-        s.push_str(&format!("delete rule {p} {CHAIN} handle {}\n", r.handle));
+    if !exist {
+        s.push_str(&format!(
+            "add table {p} {{ comment {} ; }}\n",
+            quote(TABLE_COMMENT)
+        ));
+        s.push_str(&format!(
+            "add chain {p} {CHAIN} {{ comment {} ; }}\n",
+            quote(CHAIN_COMMENT)
+        ));
+        s.push_str(&format!(
+            "add chain {p} postrouting {{ type nat hook postrouting priority 100 ; }}\n"
+        ));
+    }
+    if rewrite_postrouting {
+        s.push_str(&format!("flush chain {p} postrouting\n"));
+        s.push_str(&format!(
+            "add rule {p} postrouting ip daddr == 224.0.0.0/4  return\n"
+        ));
+        s.push_str(&format!(
+            "add rule {p} postrouting ip6 daddr == ff00::/8  return\n"
+        ));
+        s.push_str(&format!(
+            "add rule {p} postrouting goto {CHAIN} comment {}\n",
+            quote(POSTROUTING_MARKER)
+        ));
+    }
+    for h in stale_handles {
+        s.push_str(&format!("delete rule {p} {CHAIN} handle {h}\n"));
     }
     for a in addrs {
         s.push_str(&format!(
@@ -87,6 +147,31 @@ pub fn setup_script(
         ));
     }
     s
+}
+
+/// The DEL changes computed from the netlink listing of `masq_checks`: delete this
+/// instance's rules (found by hash; no address needed). Empty when there is nothing to do.
+pub fn teardown_changes(
+    masq_checks: &[Rule],
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+) -> Vec<Change> {
+    let instance = names::nft_masq_prefix(net, ifname, container_id);
+    masq_checks
+        .iter()
+        .filter(|r| {
+            r.comment
+                .as_deref()
+                .is_some_and(|c| c.starts_with(&instance))
+        })
+        .map(|r| Change::DeleteRule {
+            family: NF_FAMILY,
+            table: TABLE.to_string(),
+            chain: CHAIN.to_string(),
+            handle: r.handle,
+        })
+        .collect()
 }
 
 /// The DEL transaction: delete this instance's rules (found by hash; no address needed).
@@ -219,7 +304,7 @@ add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting pr
 flush chain inet cni_plugins_masquerade postrouting\n\
 add rule inet cni_plugins_masquerade postrouting ip daddr == 224.0.0.0/4  return\n\
 add rule inet cni_plugins_masquerade postrouting ip6 daddr == ff00::/8  return\n\
-add rule inet cni_plugins_masquerade postrouting goto masq_checks\n\
+add rule inet cni_plugins_masquerade postrouting goto masq_checks comment \"cni-rs: postrouting v1\"\n\
 add rule inet cni_plugins_masquerade masq_checks ip saddr == 192.168.1.1 ip daddr != 192.168.1.0/24 masquerade comment \"6fd94d501e58f0aa-287fc69eff0574a2, net: unit-test, if: eth0, id: one\"\n";
         assert_eq!(s, want);
         let v6 = rule_body(&"2001:db8:1::2/64".parse().unwrap());
@@ -255,6 +340,77 @@ add rule inet cni_plugins_masquerade masq_checks ip saddr == 192.168.1.1 ip dadd
             "delete rule inet cni_plugins_masquerade masq_checks handle 6\n"
         );
         assert_eq!(teardown_script(&existing, "unit-test", "eth1", "two"), "");
+    }
+
+    fn nl_rule(chain: &str, handle: u64, comment: Option<&str>, v: Verdict) -> Rule {
+        Rule {
+            chain: chain.into(),
+            handle,
+            comment: comment.map(str::to_string),
+            exprs: vec![cni_kernel::nftables::Expr::Immediate {
+                verdict: Some(v),
+                value: Vec::new(),
+            }],
+            raw_exprs: Vec::new(),
+            compat: None,
+        }
+    }
+
+    #[test]
+    fn postrouting_rewritten_only_when_needed() {
+        let ours = [
+            nl_rule("postrouting", 1, None, Verdict::Return),
+            nl_rule("postrouting", 2, None, Verdict::Return),
+            nl_rule(
+                "postrouting",
+                3,
+                Some(POSTROUTING_MARKER),
+                Verdict::Goto(CHAIN.into()),
+            ),
+        ];
+        assert!(postrouting_is_current(&ours));
+        let theirs = [
+            nl_rule("postrouting", 1, None, Verdict::Return),
+            nl_rule("postrouting", 2, None, Verdict::Return),
+            nl_rule("postrouting", 3, None, Verdict::Goto(CHAIN.into())),
+        ];
+        assert!(!postrouting_is_current(&theirs));
+        assert!(!postrouting_is_current(&ours[1..]));
+        let s = setup_script_with(
+            &[9],
+            false,
+            true,
+            "n",
+            "eth0",
+            "c",
+            &["10.1.0.2/16".parse().unwrap()],
+        );
+        assert!(!s.contains("add table") && !s.contains("add chain"), "{s}");
+        assert!(
+            !s.contains("flush") && !s.contains(" postrouting goto"),
+            "{s}"
+        );
+        assert!(s.contains("delete rule inet cni_plugins_masquerade masq_checks handle 9\n"));
+        let checks = [
+            nl_rule(
+                CHAIN,
+                4,
+                Some(&names::nft_masq_comment("n", "eth0", "c")),
+                Verdict::Accept,
+            ),
+            nl_rule(
+                CHAIN,
+                5,
+                Some(&names::nft_masq_comment("n", "eth1", "c")),
+                Verdict::Accept,
+            ),
+            nl_rule(CHAIN, 6, None, Verdict::Accept),
+        ];
+        let ch = teardown_changes(&checks, "n", "eth0", "c");
+        assert!(matches!(
+            ch.as_slice(),
+            [Change::DeleteRule { handle: 4, .. }]
+        ));
     }
 
     #[test]

@@ -16,7 +16,48 @@ pub struct Iptables {
     pub family: Family,
 }
 
-fn run_tool(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
+/// A started firewall tool whose outcome has not been collected yet.
+pub struct Pending {
+    child: std::process::Child,
+    bin: String,
+    cmd_text: String,
+    input: Option<String>,
+}
+
+impl Pending {
+    /// Waits for the tool and returns its stdout, or its failure.
+    pub fn wait(self) -> Result<String, FirewallError> {
+        let Pending {
+            child,
+            bin,
+            cmd_text,
+            input,
+        } = self;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| FirewallError::Spawn {
+                bin: bin.clone(),
+                source,
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if !out.status.success() {
+            if stderr.contains("xtables lock") {
+                return Err(FirewallError::Locked { cmd: cmd_text });
+            }
+            return Err(FirewallError::Failed {
+                cmd: match input {
+                    Some(input) => format!("{cmd_text} <<EOF\n{input}EOF"),
+                    None => cmd_text,
+                },
+                status: out.status.to_string(),
+                stderr,
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn spawn_tool(bin: &str, args: &[&str], stdin: Option<String>) -> Result<Pending, FirewallError> {
     let path = find_in_path(bin).ok_or_else(|| FirewallError::NotFound {
         bin: bin.to_string(),
     })?;
@@ -35,30 +76,33 @@ fn run_tool(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Fir
             bin: bin.to_string(),
             source,
         })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+    if let (Some(input), Some(mut pipe)) = (stdin.as_deref(), child.stdin.take()) {
+        // The input is small (a pipe buffer holds 64 KiB); a tool that exits without
+        // reading it fails, and its status says why.
         let _ = pipe.write_all(input.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| FirewallError::Spawn {
-            bin: bin.to_string(),
-            source,
-        })?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if !out.status.success() {
-        if stderr.contains("xtables lock") {
-            return Err(FirewallError::Locked { cmd: cmd_text });
-        }
-        return Err(FirewallError::Failed {
-            cmd: match stdin {
-                Some(input) => format!("{cmd_text} <<EOF\n{input}EOF"),
-                None => cmd_text,
-            },
-            status: out.status.to_string(),
-            stderr,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(Pending {
+        child,
+        bin: bin.to_string(),
+        cmd_text,
+        input: stdin,
+    })
+}
+
+fn run_tool(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
+    spawn_tool(bin, args, stdin.map(str::to_string))?.wait()
+}
+
+/// Which implementation the `iptables` tools in `PATH` are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// `iptables-nft` (`xtables-nft-multi`): the rules are nf_tables rules in table `nat` of
+    /// family `ip`/`ip6`, visible to [`crate::nftables`].
+    Nft,
+    /// `iptables-legacy`: x_tables, invisible to nf_tables probes.
+    Legacy,
+    /// Not recognizable from the binary (a wrapper script, say).
+    Unknown,
 }
 
 impl Iptables {
@@ -89,6 +133,34 @@ impl Iptables {
         }
     }
 
+    /// The variant of the tools, from the name of the binary `iptables-restore` resolves
+    /// to (no process is started): Debian's alternatives point it at `xtables-nft-multi` or
+    /// `xtables-legacy-multi`.
+    pub fn variant(&self) -> Variant {
+        let Some(path) = find_in_path(self.restore_bin()) else {
+            return Variant::Unknown;
+        };
+        let real = std::fs::canonicalize(&path).unwrap_or(path);
+        let name = real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains("legacy") {
+            Variant::Legacy
+        } else if name.contains("nft") {
+            Variant::Nft
+        } else {
+            Variant::Unknown
+        }
+    }
+
+    /// True when this family's iptables rules are nf_tables rules that [`crate::nftables`]
+    /// can read and change: the tools in `PATH` resolve to `iptables-nft`. Legacy or
+    /// unrecognizable tools (a wrapper script) give `false`, and callers use the tools.
+    pub fn uses_nf_tables(&self) -> bool {
+        self.variant() == Variant::Nft
+    }
+
     /// The tools are installed (no process is started).
     pub fn available(&self) -> bool {
         find_in_path(self.bin()).is_some() && find_in_path(self.restore_bin()).is_some()
@@ -115,15 +187,25 @@ impl Iptables {
     /// Applies a transaction with `iptables-restore -w <secs> --noflush` (atomic per table).
     /// An empty transaction starts no process.
     pub fn restore(&self, tx: &Restore) -> Result<(), FirewallError> {
-        if tx.is_empty() {
-            return Ok(());
+        match self.restore_start(tx)? {
+            Some(p) => p.wait().map(|_| ()),
+            None => Ok(()),
         }
-        run_tool(
+    }
+
+    /// Starts `iptables-restore` on a transaction and returns at once, so that the caller can
+    /// do other work (e.g. delete a link) while the tool commits and exits; collect the
+    /// outcome with [`Pending::wait`]. An empty transaction starts nothing (`None`).
+    pub fn restore_start(&self, tx: &Restore) -> Result<Option<Pending>, FirewallError> {
+        if tx.is_empty() {
+            return Ok(None);
+        }
+        spawn_tool(
             self.restore_bin(),
             &["-w", LOCK_WAIT_SECS, "--noflush"],
-            Some(&tx.render()),
+            Some(tx.render()),
         )
-        .map(|_| ())
+        .map(Some)
     }
 }
 
@@ -449,6 +531,13 @@ impl Restore {
             l.push_str(&quote_arg(a));
         }
         self.lines.push(l);
+        self
+    }
+
+    /// `-C CHAIN args...`: an assertion; the whole transaction fails (and nothing of it is
+    /// applied) if the rule is absent.
+    pub fn check(&mut self, chain: &str, args: &[String]) -> &mut Restore {
+        self.lines.push(Self::rule_line("-C", chain, args));
         self
     }
 

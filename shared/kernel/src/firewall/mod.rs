@@ -1,6 +1,7 @@
 //! Netfilter: the reference's chain names and comments ([`names`]), an argv-exact
 //! `iptables`/`ip6tables` runner with batched `iptables-restore --noflush` transactions
-//! ([`iptables`]), and `nft -f -` transactions ([`nft`]).
+//! ([`iptables`]), `nft -f -` transactions ([`nft`]), and `iptables-nft` rules encoded for
+//! direct nf_tables transactions ([`xt`]).
 //!
 //! Rules are passed as argv vectors, never as strings split on spaces, so that the
 //! reference's quoted comments survive byte for byte.
@@ -8,6 +9,7 @@
 pub mod iptables;
 pub mod names;
 pub mod nft;
+pub mod xt;
 
 use std::path::PathBuf;
 
@@ -19,6 +21,14 @@ pub enum Family {
 }
 
 impl Family {
+    /// The nf_tables family `iptables-nft`/`ip6tables-nft` keep their tables in.
+    pub fn nf_family(self) -> crate::nftables::NfFamily {
+        match self {
+            Family::V4 => crate::nftables::NfFamily::Ipv4,
+            Family::V6 => crate::nftables::NfFamily::Ipv6,
+        }
+    }
+
     /// The family of an address.
     pub fn of(ip: &std::net::IpAddr) -> Family {
         if ip.to_canonical().is_ipv4() {

@@ -14,7 +14,7 @@ pub use link::{
 };
 pub use route::RouteSpec;
 
-use crate::netns::{NetNs, NsError};
+use crate::netns::{Inside, NetNs, NsError};
 use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, sendto,
@@ -65,6 +65,12 @@ impl NetlinkError {
     /// EEXIST: the object already exists.
     pub fn is_exists(&self) -> bool {
         self.errno() == Some(Errno::EEXIST)
+    }
+
+    /// ERESTART: an nf_tables transaction was refused because the ruleset changed since the
+    /// generation it was planned on; plan again from a fresh listing.
+    pub fn is_restart(&self) -> bool {
+        self.errno() == Some(Errno::ERESTART)
     }
 
     /// ENODEV / ENOENT / ESRCH / EADDRNOTAVAIL: the object is not there.
@@ -205,6 +211,79 @@ impl Socket {
         self.receive(seq, op).map(|(m, _)| m)
     }
 
+    /// Sends several messages in one datagram (an nfnetlink batch) and collects the kernel's
+    /// answers. nfnetlink processes a batch synchronously inside the send, so every ack and
+    /// error is queued when `sendto` returns: they are read without blocking. Returns the
+    /// first error the kernel reported (for any message of the batch), if any.
+    pub fn batch(&mut self, msgs: &[(u16, u16, Vec<u8>)], op: &str) -> Result<(), NetlinkError> {
+        let mut buf = Vec::new();
+        let mut seqs = Vec::with_capacity(msgs.len());
+        for (ty, flags, payload) in msgs {
+            self.seq = self.seq.wrapping_add(1);
+            seqs.push(self.seq);
+            let len = HDR + payload.len();
+            buf.extend_from_slice(&(len as u32).to_ne_bytes());
+            buf.extend_from_slice(&ty.to_ne_bytes());
+            buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+            buf.extend_from_slice(&self.seq.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            buf.extend_from_slice(payload);
+            buf.resize(align(buf.len()), 0);
+        }
+        // A netlink message must fit the socket's send buffer (default about 200 KiB);
+        // large batches (thousands of port mappings) raise it, as nft does.
+        if buf.len() > 128 * 1024 {
+            let _ = nix::sys::socket::setsockopt(
+                &self.fd,
+                nix::sys::socket::sockopt::SndBufForce,
+                &(buf.len() * 2),
+            );
+        }
+        sendto(
+            self.fd.as_raw_fd(),
+            &buf,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )
+        .map_err(NetlinkError::Socket)?;
+        let mut first_err: Option<Errno> = None;
+        loop {
+            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                // Answers were lost (ENOBUFS): the outcome is unknown, which callers treat as
+                // a failure and answer with a fresh look at the state.
+                Err(e) => return Err(NetlinkError::Socket(e)),
+            };
+            let mut data = &self.buf[..n];
+            while data.len() >= HDR {
+                let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+                if len < HDR || len > data.len() {
+                    return Err(NetlinkError::Protocol(format!("{op}: truncated message")));
+                }
+                let ty = u16::from_ne_bytes([data[4], data[5]]);
+                let mseq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+                let payload = &data[HDR..len];
+                data = &data[align(len).min(data.len())..];
+                if ty != NLMSG_ERROR || !seqs.contains(&mseq) {
+                    continue;
+                }
+                let code = payload
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                if code != 0 && first_err.is_none() {
+                    first_err = Some(Errno::from_raw(-code));
+                }
+            }
+        }
+        match first_err {
+            Some(errno) => Err(NetlinkError::kernel(op, errno)),
+            None => Ok(()),
+        }
+    }
+
     /// A dump, retried while the kernel reports it was interrupted by a concurrent change.
     pub fn dump(
         &mut self,
@@ -325,6 +404,11 @@ impl Netlink {
     /// A handle in `ns`: the socket is created on a thread inside `ns` and stays bound there.
     pub fn in_netns(ns: &NetNs) -> Result<Netlink, NetlinkError> {
         ns.run(Netlink::current)?
+    }
+
+    /// A handle in the namespace of an [`Inside`] thread.
+    pub fn in_thread(inside: &Inside) -> Result<Netlink, NetlinkError> {
+        inside.run(Netlink::current)?
     }
 }
 

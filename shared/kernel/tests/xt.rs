@@ -1,0 +1,202 @@
+//! Root-only: the rules [`cni_kernel::firewall::xt`] encodes are the very rules
+//! `iptables-nft` makes. Each rule is added once by `iptables-restore` and once by an
+//! nf_tables transaction, in two fresh namespaces, and what the kernel then reports for
+//! them (expressions, byte for byte) and what `iptables-save` prints must be equal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cni_kernel::NetNs;
+use cni_kernel::firewall::Family;
+use cni_kernel::firewall::iptables::{Iptables, Restore, argv, split_args};
+use cni_kernel::firewall::xt;
+use cni_kernel::nftables::{Change, NfTables};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn tools(f: Family) -> bool {
+    let ipt = Iptables::new(f);
+    ipt.available() && ipt.uses_nf_tables()
+}
+
+/// `(chain, rule)` cases per family; `CNI-X` and the chains named here are created first.
+fn cases(f: Family) -> Vec<(&'static str, &'static str)> {
+    match f {
+        Family::V4 => vec![
+            (
+                "CNI-aaa",
+                r#"-d 10.88.0.0/16 -m comment --comment "name: \"n\" id: \"c\"" -j ACCEPT"#,
+            ),
+            (
+                "CNI-aaa",
+                r#"! -d 224.0.0.0/4 -m comment --comment "name: \"n\" id: \"c\"" -j MASQUERADE"#,
+            ),
+            (
+                "POSTROUTING",
+                r#"-s 10.88.0.2/32 -m comment --comment "name: \"n\" id: \"c\"" -j CNI-aaa"#,
+            ),
+            (
+                "CNI-aaa",
+                r#"-d 10.0.16.0/20 -m comment --comment x -j ACCEPT"#,
+            ),
+            ("CNI-DN-aaa", "-p tcp --dport 8080 -s 10.88.0.2/16 -j CNI-X"),
+            ("CNI-DN-aaa", "-p tcp --dport 8080 -s 127.0.0.1 -j CNI-X"),
+            (
+                "CNI-DN-aaa",
+                "-p tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80",
+            ),
+            (
+                "CNI-DN-aaa",
+                "-p udp --dport 5353 -d 192.168.0.2 -s 10.88.0.2/16 -j CNI-X",
+            ),
+            (
+                "CNI-DN-aaa",
+                "-p udp --dport 5353 -d 192.168.0.2 -j DNAT --to-destination 10.88.0.2:53",
+            ),
+            ("CNI-DN-aaa", "-p tcp --dport 8081 -s 0.0.0.0/0 -j CNI-X"),
+            (
+                "CNI-HOSTPORT-DNAT",
+                r#"-m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport -p tcp --destination-ports 8080,8081 -j CNI-DN-aaa"#,
+            ),
+            (
+                "CNI-HOSTPORT-DNAT",
+                r#"-m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport -p udp --destination-ports 5353 -j CNI-DN-aaa"#,
+            ),
+        ],
+        Family::V6 => vec![
+            (
+                "CNI-aaa",
+                r#"-d 2001:db8:1::/64 -m comment --comment "name: \"n\" id: \"c\"" -j ACCEPT"#,
+            ),
+            (
+                "CNI-aaa",
+                r#"! -d ff00::/8 -m comment --comment "name: \"n\" id: \"c\"" -j MASQUERADE"#,
+            ),
+            (
+                "POSTROUTING",
+                r#"-s 2001:db8:1::2/128 -m comment --comment "name: \"n\" id: \"c\"" -j CNI-aaa"#,
+            ),
+            (
+                "CNI-DN-aaa",
+                "-p tcp --dport 8080 -s 2001:db8:1::2/64 -j CNI-X",
+            ),
+            (
+                "CNI-DN-aaa",
+                "-p tcp --dport 8080 -j DNAT --to-destination [2001:db8:1::2]:80",
+            ),
+            (
+                "CNI-DN-aaa",
+                "-p tcp --dport 8085 -d 2001:db8:a::1 -s ::/0 -j CNI-X",
+            ),
+            (
+                "CNI-HOSTPORT-DNAT",
+                r#"-m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport -p tcp --destination-ports 8080 -j CNI-DN-aaa"#,
+            ),
+        ],
+    }
+}
+
+const CHAINS: [&str; 4] = ["CNI-X", "CNI-aaa", "CNI-DN-aaa", "CNI-HOSTPORT-DNAT"];
+
+fn base() -> Restore {
+    let mut tx = Restore::new("nat");
+    for c in CHAINS {
+        tx.declare_chain(c);
+    }
+    tx
+}
+
+fn save(ns: &NetNs, f: Family) -> Vec<String> {
+    ns.run(|| Iptables::new(f).run(&["-t", "nat", "-S"]).unwrap())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn encoded_rules_are_the_rules_iptables_nft_makes() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    for f in [Family::V4, Family::V6] {
+        if !tools(f) {
+            eprintln!("skipped {f:?}: iptables-nft not installed");
+            continue;
+        }
+        let by_tool = NetNs::new_anonymous().unwrap();
+        let by_us = NetNs::new_anonymous().unwrap();
+        let ipt = Iptables::new(f);
+        let mut tx = base();
+        for (chain, rule) in cases(f) {
+            tx.append(chain, &split_args(rule));
+        }
+        by_tool.run(|| ipt.restore(&tx).unwrap()).unwrap();
+        by_us
+            .run(|| {
+                ipt.restore(&base()).unwrap();
+                // iptables-nft creates base chains when first used.
+                ipt.run(&["-t", "nat", "-P", "POSTROUTING", "ACCEPT"])
+                    .unwrap();
+            })
+            .unwrap();
+        by_tool
+            .run(|| {
+                ipt.run(&["-t", "nat", "-P", "POSTROUTING", "ACCEPT"])
+                    .unwrap()
+            })
+            .unwrap();
+        let changes: Vec<Change> = cases(f)
+            .into_iter()
+            .map(|(chain, rule)| {
+                let (exprs, compat) = xt::encode(&split_args(rule), f)
+                    .unwrap_or_else(|| panic!("not encodable: {rule}"));
+                Change::AppendRule {
+                    family: f.nf_family(),
+                    table: "nat".into(),
+                    chain: chain.into(),
+                    exprs,
+                    compat: Some(compat),
+                }
+            })
+            .collect();
+        for (c, (chain, rule)) in changes.iter().zip(cases(f)) {
+            by_us
+                .run(|| {
+                    NfTables::open()
+                        .unwrap()
+                        .commit(std::slice::from_ref(c), None)
+                        .unwrap_or_else(|e| panic!("{f:?} {chain} {rule}: {e}"))
+                })
+                .unwrap();
+        }
+        for chain in ["CNI-aaa", "POSTROUTING", "CNI-DN-aaa", "CNI-HOSTPORT-DNAT"] {
+            let dump = |ns: &NetNs| {
+                ns.run(|| {
+                    NfTables::open()
+                        .unwrap()
+                        .rules(f.nf_family(), "nat", Some(chain))
+                        .unwrap()
+                })
+                .unwrap()
+            };
+            let (a, b) = (dump(&by_tool), dump(&by_us));
+            assert_eq!(a.len(), b.len(), "{f:?} {chain}");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.exprs, y.exprs, "{f:?} {chain}");
+                assert_eq!(x.raw_exprs, y.raw_exprs, "{f:?} {chain}");
+            }
+        }
+        assert_eq!(save(&by_tool, f), save(&by_us, f), "{f:?}");
+        // And iptables finds our rules by their argv (as the reference's -C/-D do).
+        for (chain, rule) in cases(f) {
+            let mut args = vec!["-t", "nat", "-C", chain];
+            let owned = split_args(rule);
+            args.extend(owned.iter().map(String::as_str));
+            by_us.run(|| ipt.run(&args).unwrap()).unwrap();
+        }
+        let _ = argv(&[]);
+    }
+}

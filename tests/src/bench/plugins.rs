@@ -1,0 +1,190 @@
+//! Benchmark section `plugins`: each plugin alone, ours against the reference, alternating:
+//! process start (`VERSION`, with peak RSS and binary size), `bridge` with `host-local`
+//! (ADD and DEL of one container on a node with the bridge already up), and `portmap` alone
+//! (2 mappings, a `prevResult` naming the container address; no bridge needed).
+
+use super::chain::{NET, bridge_conf, mappings, plugin_dir};
+use super::{Ctx, Stats, Worker, cni_env, exec, peak_rss_kib};
+use cni_testkit::{Netns, Node, TempDir};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn version(bin: &Path) -> Duration {
+    let env = vec![("CNI_COMMAND".to_string(), "VERSION".to_string())];
+    let (out, d) = exec(bin, &env, "");
+    assert!(out.ok(), "{} VERSION: {out}", bin.display());
+    d
+}
+
+struct Side {
+    dir: TempDir,
+    _data: TempDir,
+    node: Node,
+    worker: Worker,
+    sandbox: Netns,
+    bridge: Value,
+}
+
+impl Side {
+    fn new(label: &str, bins: &Path) -> Side {
+        let node = Node::new(&format!("bpl{label}"));
+        // portmap alone needs a route to the container address (route_localnet).
+        node.ip(&[
+            "link", "add", "bpm0", "type", "veth", "peer", "name", "bpm1",
+        ]);
+        node.ip(&["addr", "add", "10.89.0.1/16", "dev", "bpm0"]);
+        node.ip(&["link", "set", "bpm0", "up"]);
+        node.ip(&["link", "set", "bpm1", "up"]);
+        let data = TempDir::new(&format!("bench-pl-{label}"));
+        let worker = Worker::in_netns(&node.path());
+        Side {
+            dir: plugin_dir(bins, &format!("bench-pl-bin-{label}")),
+            bridge: bridge_conf(data.path()),
+            _data: data,
+            node,
+            worker,
+            sandbox: Netns::new(&format!("bpl{label}c")),
+        }
+    }
+
+    fn bridge_round(&self, i: usize) -> (Duration, Duration) {
+        let dir: PathBuf = self.dir.path().to_path_buf();
+        let conf = self.bridge.clone();
+        let netns = self.sandbox.path().display().to_string();
+        self.worker.call(move || {
+            let id = format!("b{i}");
+            let b = dir.join("bridge");
+            let (out, a) = exec(&b, &cni_env("ADD", &id, &netns, &dir), &conf.to_string());
+            assert!(out.ok(), "bridge ADD: {out}");
+            let mut del = conf.clone();
+            del["prevResult"] = out.json();
+            let (out, d) = exec(&b, &cni_env("DEL", &id, &netns, &dir), &del.to_string());
+            assert!(out.ok(), "bridge DEL: {out}");
+            (a, d)
+        })
+    }
+
+    fn portmap_round(&self, i: usize) -> (Duration, Duration) {
+        let dir: PathBuf = self.dir.path().to_path_buf();
+        let netns = self.sandbox.path().display().to_string();
+        self.worker.call(move || {
+            let id = format!("p{i}");
+            let conf = json!({
+                "cniVersion": "1.0.0", "name": NET, "type": "portmap",
+                "runtimeConfig": {"portMappings": mappings(i % 1000)},
+                "prevResult": {"cniVersion": "1.0.0",
+                    "interfaces": [{"name": "eth0", "sandbox": netns}],
+                    "ips": [{"address": "10.89.0.2/16", "interface": 0}]}
+            })
+            .to_string();
+            let pm = dir.join("portmap");
+            let (out, a) = exec(&pm, &cni_env("ADD", &id, &netns, &dir), &conf);
+            assert!(out.ok(), "portmap ADD: {out}");
+            let (out, d) = exec(&pm, &cni_env("DEL", &id, &netns, &dir), &conf);
+            assert!(out.ok(), "portmap DEL: {out}");
+            (a, d)
+        })
+    }
+}
+
+/// Runs the section.
+pub fn run(ctx: &mut Ctx) {
+    let Some(refdir) = ctx.reference.clone() else {
+        ctx.notes
+            .push("plugins: reference plugins not installed; section skipped".into());
+        return;
+    };
+    // Process start.
+    let n = ctx.iters(100);
+    for p in ["bridge", "host-local", "portmap", "loopback"] {
+        let (o, r) = (ctx.ours.join(p), refdir.join(p));
+        if !o.is_file() || !r.is_file() {
+            continue;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            if i % 2 == 0 {
+                a.push(version(&o));
+                b.push(version(&r));
+            } else {
+                b.push(version(&r));
+                a.push(version(&o));
+            }
+        }
+        let venv = vec![("CNI_COMMAND".to_string(), "VERSION".to_string())];
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        ctx.record(
+            "start",
+            &format!("{p} VERSION"),
+            Stats::of(&a),
+            Some(Stats::of(&b)),
+            json!({
+                "rss_kib": peak_rss_kib(&o, &venv, ""),
+                "ref_rss_kib": peak_rss_kib(&r, &venv, ""),
+                "size_bytes": size(&o),
+                "ref_size_bytes": size(&r),
+            }),
+        );
+    }
+    // bridge + host-local, and portmap, each alone.
+    let ours = Side::new("o", &ctx.ours);
+    let theirs = Side::new("r", &refdir);
+    for s in [&ours, &theirs] {
+        s.bridge_round(0);
+    }
+    let iters = ctx.iters(20);
+    let (mut oa, mut od, mut ra, mut rd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pa, mut pd, mut qa, mut qd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 1..=iters {
+        let order: [(&Side, bool); 2] = if i % 2 == 0 {
+            [(&ours, true), (&theirs, false)]
+        } else {
+            [(&theirs, false), (&ours, true)]
+        };
+        for (s, is_ours) in order {
+            let (a, d) = s.bridge_round(i);
+            let (x, y) = s.portmap_round(i);
+            if is_ours {
+                oa.push(a);
+                od.push(d);
+                pa.push(x);
+                pd.push(y);
+            } else {
+                ra.push(a);
+                rd.push(d);
+                qa.push(x);
+                qd.push(y);
+            }
+        }
+    }
+    let _ = (&ours.node, &theirs.node);
+    ctx.record(
+        "plugins",
+        "bridge+host-local ADD",
+        Stats::of(&oa),
+        Some(Stats::of(&ra)),
+        json!(null),
+    );
+    ctx.record(
+        "plugins",
+        "bridge+host-local DEL",
+        Stats::of(&od),
+        Some(Stats::of(&rd)),
+        json!(null),
+    );
+    ctx.record(
+        "plugins",
+        "portmap ADD (2 mappings)",
+        Stats::of(&pa),
+        Some(Stats::of(&qa)),
+        json!(null),
+    );
+    ctx.record(
+        "plugins",
+        "portmap DEL (2 mappings)",
+        Stats::of(&pd),
+        Some(Stats::of(&qd)),
+        json!(null),
+    );
+}

@@ -2,10 +2,9 @@
 //! `iptables-restore --noflush` transactions, so that one ADD or DEL costs one listing and
 //! one atomic commit per family instead of a process per rule.
 
-use super::{Family, FirewallError, find_in_path};
+pub use super::Pending;
+use super::{Family, FirewallError, find_in_path, run_tool, spawn_tool};
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// Seconds to wait for the xtables lock before giving up (the reference waits forever).
 pub const LOCK_WAIT_SECS: &str = "10";
@@ -14,83 +13,6 @@ pub const LOCK_WAIT_SECS: &str = "10";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Iptables {
     pub family: Family,
-}
-
-/// A started firewall tool whose outcome has not been collected yet.
-pub struct Pending {
-    child: std::process::Child,
-    bin: String,
-    cmd_text: String,
-    input: Option<String>,
-}
-
-impl Pending {
-    /// Waits for the tool and returns its stdout, or its failure.
-    pub fn wait(self) -> Result<String, FirewallError> {
-        let Pending {
-            child,
-            bin,
-            cmd_text,
-            input,
-        } = self;
-        let out = child
-            .wait_with_output()
-            .map_err(|source| FirewallError::Spawn {
-                bin: bin.clone(),
-                source,
-            })?;
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if !out.status.success() {
-            if stderr.contains("xtables lock") {
-                return Err(FirewallError::Locked { cmd: cmd_text });
-            }
-            return Err(FirewallError::Failed {
-                cmd: match input {
-                    Some(input) => format!("{cmd_text} <<EOF\n{input}EOF"),
-                    None => cmd_text,
-                },
-                status: out.status.to_string(),
-                stderr,
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-fn spawn_tool(bin: &str, args: &[&str], stdin: Option<String>) -> Result<Pending, FirewallError> {
-    let path = find_in_path(bin).ok_or_else(|| FirewallError::NotFound {
-        bin: bin.to_string(),
-    })?;
-    let cmd_text = format!("{bin} {}", args.join(" "));
-    let mut child = Command::new(path)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| FirewallError::Spawn {
-            bin: bin.to_string(),
-            source,
-        })?;
-    if let (Some(input), Some(mut pipe)) = (stdin.as_deref(), child.stdin.take()) {
-        // The input is small (a pipe buffer holds 64 KiB); a tool that exits without
-        // reading it fails, and its status says why.
-        let _ = pipe.write_all(input.as_bytes());
-    }
-    Ok(Pending {
-        child,
-        bin: bin.to_string(),
-        cmd_text,
-        input: stdin,
-    })
-}
-
-fn run_tool(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
-    spawn_tool(bin, args, stdin.map(str::to_string))?.wait()
 }
 
 /// Which implementation the `iptables` tools in `PATH` are.

@@ -2,8 +2,6 @@
 
 use super::{FirewallError, find_in_path};
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// A rule found in an `nft -j` listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,44 +24,7 @@ pub fn usable() -> bool {
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
-    let path = find_in_path("nft").ok_or_else(|| FirewallError::NotFound {
-        bin: "nft".to_string(),
-    })?;
-    let mut child = Command::new(path)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| FirewallError::Spawn {
-            bin: "nft".into(),
-            source,
-        })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let _ = pipe.write_all(input.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| FirewallError::Spawn {
-            bin: "nft".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        let cmd = format!("nft {}", args.join(" "));
-        return Err(FirewallError::Failed {
-            cmd: match stdin {
-                Some(s) => format!("{cmd} <<EOF\n{s}EOF"),
-                None => cmd,
-            },
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    super::run_tool("nft", args, stdin)
 }
 
 /// Applies `script` atomically with `nft -f -`. An empty script starts no process.

@@ -59,18 +59,12 @@ fn udp_ports(conf: &Config, v6: bool) -> Vec<u16> {
     v
 }
 
-/// Deletes conntrack entries of UDP flows to `ports` (best effort, logged): a client that
-/// talked to a host port before the mapping existed (or after it was removed) would otherwise
-/// keep its stale, untranslated entry.
-fn flush_udp_conntrack(v6: bool, ports: &[u16]) {
-    if ports.is_empty() {
-        return;
-    }
-    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport(v6, ports) {
-        eprintln!(
-            "portmap: failed to delete stale UDP conntrack entries ({}): {e}",
-            if v6 { "IPv6" } else { "IPv4" }
-        );
+/// Deletes conntrack entries of UDP flows to `v4`/`v6` host ports (best effort, logged): a
+/// client that talked to a host port before the mapping existed (or after it was removed)
+/// would otherwise keep its stale, untranslated entry. Both families in one pass.
+fn flush_udp_conntrack(v4: &[u16], v6: &[u16]) {
+    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport(v4, v6) {
+        eprintln!("portmap: failed to delete stale UDP conntrack entries: {e}");
     }
 }
 
@@ -154,12 +148,17 @@ fn add(req: &Request) -> Result<CniResult, PortmapError> {
             }
         }
     }
-    if ips.v4.is_some() {
-        flush_udp_conntrack(false, &udp_ports(&conf, false));
-    }
-    if ips.v6.is_some() {
-        flush_udp_conntrack(true, &udp_ports(&conf, true));
-    }
+    let v4 = if ips.v4.is_some() {
+        udp_ports(&conf, false)
+    } else {
+        Vec::new()
+    };
+    let v6 = if ips.v6.is_some() {
+        udp_ports(&conf, true)
+    } else {
+        Vec::new()
+    };
+    flush_udp_conntrack(&v4, &v6);
     Ok(prev)
 }
 
@@ -201,15 +200,22 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                 .into_iter()
                 .map(|(family, v6)| (v6, iptables::del_fast(nf.as_mut(), &conf, id, family)))
                 .collect();
+            let (mut p4, mut p6) = (Vec::new(), Vec::new());
             for (v6, outcome) in outcomes {
                 match outcome {
                     Ok(r) if r.any => {
-                        flush_udp_conntrack(v6, &merge_ports(r.udp_ports, udp_ports(&conf, v6)));
+                        let ports = merge_ports(r.udp_ports, udp_ports(&conf, v6));
+                        if v6 {
+                            p6 = ports;
+                        } else {
+                            p4 = ports;
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => errors.push(e),
                 }
             }
+            flush_udp_conntrack(&p4, &p6);
             drop(nf.take());
             if !Iptables::new(Family::V4).available() && !Iptables::new(Family::V6).available() {
                 eprintln!(
@@ -225,12 +231,17 @@ fn del(req: &Request) -> Result<(), PortmapError> {
             // Open until the conntrack flush is done (see the iptables case).
             let mut nf = NfTables::open().ok();
             let (p4, p6) = nftables::del(nf.as_mut(), &conf.network, id)?;
-            if !p4.is_empty() {
-                flush_udp_conntrack(false, &merge_ports(p4, udp_ports(&conf, false)));
-            }
-            if !p6.is_empty() {
-                flush_udp_conntrack(true, &merge_ports(p6, udp_ports(&conf, true)));
-            }
+            let p4 = if p4.is_empty() {
+                p4
+            } else {
+                merge_ports(p4, udp_ports(&conf, false))
+            };
+            let p6 = if p6.is_empty() {
+                p6
+            } else {
+                merge_ports(p6, udp_ports(&conf, true))
+            };
+            flush_udp_conntrack(&p4, &p6);
             drop(nf);
             Ok(())
         }
@@ -306,17 +317,18 @@ fn gc(req: &Request) -> Result<(), PortmapError> {
     let mut errors = Vec::new();
     match conf.backend {
         Backend::Iptables => {
+            let mut ports: [Vec<u16>; 2] = Default::default();
             for (family, v6) in [(Family::V4, false), (Family::V6, true)] {
                 match iptables::gc(&conf.network, &is_valid, family) {
-                    Ok((_, ports)) => flush_udp_conntrack(v6, &merge_ports(ports, Vec::new())),
+                    Ok((_, p)) => ports[usize::from(v6)] = merge_ports(p, Vec::new()),
                     Err(e) => errors.push(e.to_string()),
                 }
             }
+            flush_udp_conntrack(&ports[0], &ports[1]);
         }
         Backend::Nftables => match nftables::gc(&conf.network, &is_valid) {
             Ok((_, p4, p6)) => {
-                flush_udp_conntrack(false, &merge_ports(p4, Vec::new()));
-                flush_udp_conntrack(true, &merge_ports(p6, Vec::new()));
+                flush_udp_conntrack(&merge_ports(p4, Vec::new()), &merge_ports(p6, Vec::new()));
             }
             Err(e) => errors.push(e.to_string()),
         },

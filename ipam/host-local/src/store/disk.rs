@@ -69,7 +69,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -135,24 +135,6 @@ fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(StoreError::io("remove", path, e)),
         _ => Ok(()),
     }
-}
-
-/// Writes `content` to `tmp` (0600, created exclusively after removing any leftover), then
-/// renames it to `dest`.
-fn write_via_rename(tmp: &Path, dest: &Path, content: &[u8]) -> Result<(), StoreError> {
-    remove_if_exists(tmp)?;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(io("create", tmp))?;
-    f.write_all(content).map_err(io("write", tmp))?;
-    drop(f);
-    fs::rename(tmp, dest).map_err(|e| {
-        let _ = fs::remove_file(tmp);
-        StoreError::io("rename", dest, e)
-    })
 }
 
 /// Validates the network name as one path component.
@@ -563,18 +545,22 @@ impl DiskStore {
         if !self.idx_ok || (!self.changed && matches!(self.mode, Mode::Trusted { .. })) {
             return Ok(());
         }
-        // The stamp is the commit record: it is emptied first, so that no stamp vouches for
-        // the buckets while they are rewritten (in place), and written last. A crash in
-        // between leaves no valid stamp, and the next operation rebuilds.
+        // The stamp is the commit record: it is invalidated first (its first byte overwritten,
+        // which breaks the header; not truncated, which would make ext4 force a writeback),
+        // so that no stamp vouches for the buckets while they are rewritten (in place), and
+        // written last. A crash in between leaves no valid stamp, and the next operation
+        // rebuilds.
         let stamp_path = self.idx_dir.join(index::STAMP);
-        let mut stamp_file = OpenOptions::new()
+        let stamp_file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .open(&stamp_path)
             .map_err(io("open", &stamp_path))?;
-        stamp_file.set_len(0).map_err(io("truncate", &stamp_path))?;
+        stamp_file
+            .write_all_at(b"#", 0)
+            .map_err(io("write", &stamp_path))?;
         if !self.write_buckets()? {
             return Ok(());
         }
@@ -593,9 +579,10 @@ impl DiskStore {
         if (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec()) {
             return Ok(());
         }
-        let stamp = Stamp::of(&after, &self.boot);
+        let stamp = Stamp::of(&after, &self.boot).encode();
         stamp_file
-            .write_all(stamp.encode().as_bytes())
+            .write_all_at(stamp.as_bytes(), 0)
+            .and_then(|_| stamp_file.set_len(stamp.len() as u64))
             .map_err(io("write", &stamp_path))?;
         self.changed = false;
         Ok(())
@@ -666,8 +653,9 @@ impl DiskStore {
     }
 }
 
-/// Overwrites `path` (created 0600 if missing) with `content`, in place. Only used for index
-/// files, which the stamp protocol protects from torn writes (see [`DiskStore::commit`]).
+/// Overwrites `path` (created 0600 if missing) with `content`, in place: written, then cut to
+/// its length. For index files (which the stamp protocol protects from torn writes, see
+/// [`DiskStore::commit`]) and `last_reserved_ip.<n>` (read only under the lock).
 fn write_in_place(path: &Path, content: &[u8]) -> Result<(), StoreError> {
     let mut f = OpenOptions::new()
         .write(true)
@@ -795,14 +783,12 @@ impl Store for DiskStore {
     fn set_last_reserved(&mut self, set: usize, ip: IpAddr) -> Result<(), StoreError> {
         let dest = self.dir.join(format!("last_reserved_ip.{set}"));
         self.changed = true;
-        if !self.idx_ok {
-            return fs::write(&dest, ip_string(ip)).map_err(io("write", &dest));
-        }
-        write_via_rename(
-            &self.idx_dir.join(index::TMP_LAST),
-            &dest,
-            ip_string(ip).as_bytes(),
-        )
+        // In place, without truncating to zero first: every reader (ours and the reference)
+        // holds the network's lock, so nobody sees a partial write, and ext4 does not force
+        // a writeback as it does for a rename over, or a truncation of, an existing file
+        // (`auto_da_alloc`: 0.2-0.4 ms). A crash mid-write leaves at worst another address
+        // or an unparsable one, and either only moves where the round-robin resumes.
+        write_in_place(&dest, ip_string(ip).as_bytes())
     }
 
     fn entries(&mut self) -> Result<Vec<Entry>, StoreError> {

@@ -24,7 +24,6 @@ pub const STAMP: &str = "stamp";
 
 /// Temporary file names (one per purpose; every writer holds the network lock).
 pub const TMP_RESERVE: &str = "tmp-reserve";
-pub const TMP_LAST: &str = "tmp-last";
 pub const TMP_PROBE: &str = "tmp-probe";
 
 /// The bucket of container `id` (FNV-1a, folded to 8 bits): at most 256 bucket files exist.

@@ -124,6 +124,18 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
     let (sandbox_ns, inside, mut ctr) = open_sandbox_inside(&req.env.netns)?;
     let mut host = open_host()?;
 
+    let mut undo = Undo::new(req);
+    // IPAM allocates (in its own process) while the network and the endpoint are set up.
+    // Declared after `undo`, so dropped first: on an early error it is waited for before
+    // the rollback's IPAM DEL. SPEC §4: a delegate that failed ADD is sent DEL too.
+    let pending_ipam = match Ipam::of(req) {
+        Some(ipam) => {
+            undo.push(Step::IpamDel);
+            Some(ipam.start_add()?)
+        }
+        None => None,
+    };
+
     let (br, created) = network::ensure_bridge_created(
         &mut host,
         &conf.bridge,
@@ -133,7 +145,6 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
     )?;
     let pin_mac = br.mac.clone();
 
-    let mut undo = Undo::new(req);
     if created {
         undo.push(Step::DeleteBridge {
             name: conf.bridge.clone(),
@@ -165,10 +176,8 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         spoofcheck::setup(&ep.host.name, &ep.container.mac, &refid)?;
     }
 
-    if let Some(ipam) = Ipam::of(req) {
-        // SPEC §4: a delegate that failed ADD is sent DEL, so the reservation goes either way.
-        undo.push(Step::IpamDel);
-        let r = ipam.add()?;
+    if let Some(pending) = pending_ipam {
+        let r = pending.finish()?;
         result.ips = r.ips;
         result.routes = r.routes;
         result.dns = r.dns;

@@ -151,6 +151,43 @@ pub fn parse_error(stdout: &[u8]) -> Option<CniError> {
     })
 }
 
+fn decode_add(out: &[u8], cni_version: &str) -> Result<CniResult, CniError> {
+    let v: Value = serde_json::from_slice(out).map_err(|e| {
+        CniError::new(
+            Code::DecodeFailure,
+            format!("failed to decode the IPAM plugin's result: {e}"),
+        )
+    })?;
+    CniResult::parse(&v, cni_version)
+}
+
+/// An IPAM ADD started by [`Ipam::start_add`]. Dropped without [`PendingAdd::finish`] (an
+/// earlier step failed), it still waits for the delegate: a rollback's IPAM DEL sent after
+/// that can then not overtake the ADD and leave its reservation behind.
+pub struct PendingAdd<'a> {
+    running: Option<Running>,
+    req: &'a Request,
+}
+
+impl PendingAdd<'_> {
+    /// Waits for the delegate; its result in the newest schema, or its error.
+    pub fn finish(mut self) -> Result<CniResult, CniError> {
+        let running = self
+            .running
+            .take()
+            .ok_or_else(|| CniError::internal("IPAM ADD collected twice"))?;
+        decode_add(&running.wait()?, &self.req.conf.cni_version)
+    }
+}
+
+impl Drop for PendingAdd<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = r.wait();
+        }
+    }
+}
+
 /// The IPAM plugin of a request (`ipam.type`).
 pub struct Ipam<'a> {
     req: &'a Request,
@@ -175,13 +212,18 @@ impl<'a> Ipam<'a> {
     /// IPAM ADD; the result in the newest schema.
     pub fn add(&self) -> Result<CniResult, CniError> {
         let out = self.run("ADD")?;
-        let v: Value = serde_json::from_slice(&out).map_err(|e| {
-            CniError::new(
-                Code::DecodeFailure,
-                format!("failed to decode the IPAM plugin's result: {e}"),
-            )
-        })?;
-        CniResult::parse(&v, &self.req.conf.cni_version)
+        decode_add(&out, &self.req.conf.cni_version)
+    }
+
+    /// Starts IPAM ADD without waiting for it, so that the caller can set up links while
+    /// the delegate allocates; collect the result with [`PendingAdd::finish`].
+    pub fn start_add(&self) -> Result<PendingAdd<'a>, CniError> {
+        let ty = &self.req.conf.ipam_type;
+        let bin = find_plugin(ty, &self.req.env.path).map_err(|e| e.context("ipam.type"))?;
+        Ok(PendingAdd {
+            running: Some(start_bin(&bin, ty, "ADD", &self.req.stdin)?),
+            req: self.req,
+        })
     }
 
     /// IPAM DEL.
@@ -261,6 +303,49 @@ mod tests {
         std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = exec("ok", "DEL", &[dir.display().to_string()], b"in\n").unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "DEL in\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dropped_pending_add_is_waited_for() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cni-pending-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("done");
+        let script = dir.join("slow-ipam");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\nsleep 0.3\ntouch {}\necho '{{}}'\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let stdin =
+            br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"slow-ipam"}}"#;
+        let d = dir.display().to_string();
+        let req = Request {
+            env: crate::env::Env::from_lookup(|k| match k {
+                "CNI_COMMAND" => Some("ADD".into()),
+                "CNI_CONTAINERID" => Some("c".into()),
+                "CNI_NETNS" => Some("/x".into()),
+                "CNI_IFNAME" => Some("eth0".into()),
+                "CNI_PATH" => Some(d.clone()),
+                _ => None,
+            })
+            .unwrap(),
+            stdin: stdin.to_vec(),
+            conf: crate::config::NetConf::parse(stdin).unwrap(),
+            version: crate::Version::V1_0_0,
+        };
+        let pending = Ipam::of(&req).unwrap().start_add().unwrap();
+        assert!(!marker.exists(), "start_add must not wait");
+        drop(pending);
+        assert!(
+            marker.exists(),
+            "dropping a pending ADD waits for the delegate"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn conf(n: usize, backend: Option<&str>) -> Value {
+    conf_of(n, backend, true)
+}
+
+/// The config for `n` mappings; the container is dual-stack if `dual`, IPv4-only otherwise.
+fn conf_of(n: usize, backend: Option<&str>, dual: bool) -> Value {
     let maps: Vec<Value> = (0..n)
         .map(|i| {
             json!({
@@ -35,6 +40,9 @@ fn conf(n: usize, backend: Option<&str>) -> Value {
     });
     if let Some(b) = backend {
         c["backend"] = json!(b);
+    }
+    if !dual && let Some(ips) = c["prevResult"]["ips"].as_array_mut() {
+        ips.truncate(1);
     }
     c
 }
@@ -164,6 +172,24 @@ pub fn run(ctx: &mut Ctx) {
             None,
             json!({"procs": n_del_p}),
         );
+    }
+    // 1,000 mappings on an IPv4-only container (half the rules): ours only.
+    for backend in ["iptables", "nftables"] {
+        let c = conf_of(1000, Some(backend), false);
+        let (mut a, mut d) = (vec![], vec![]);
+        for _ in 0..ctx.iters(5) {
+            a.push(b.run(&ours, "ADD", &c, None));
+            d.push(b.run(&ours, "DEL", &c, None));
+        }
+        for (verb, v) in [("ADD", &a), ("DEL", &d)] {
+            ctx.record(
+                "portmap",
+                &format!("{verb} 1000 mappings, IPv4 only ({backend})"),
+                Stats::of(v),
+                None,
+                json!({}),
+            );
+        }
     }
     ctx.notes.push(
         "portmap: dual-stack container, mappings 3/4 tcp 1/4 udp; the reference is Debian 1.1.1 \

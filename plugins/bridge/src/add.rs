@@ -124,6 +124,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
     let (sandbox_ns, inside, mut ctr) = open_sandbox_inside(&req.env.netns)?;
     let mut host = open_host()?;
 
+    endpoint::ensure_ifname_free(&mut ctr, ifname)?;
     let mut undo = Undo::new(req);
     // IPAM allocates (in its own process) while the network and the endpoint are set up.
     // Declared after `undo`, so dropped first: on an early error it is waited for before

@@ -29,6 +29,26 @@ pub struct Endpoint {
     pub container: Link,
 }
 
+/// The reference's error for an `ifname` that already exists in the sandbox.
+fn name_taken(ifname: &str, peer: &str) -> BridgeError {
+    BridgeError::System(format!(
+        "container veth name ({ifname:?}) peer provided ({peer:?}) already exists"
+    ))
+}
+
+/// Fails, as [`create`] would, if `ifname` already exists in the sandbox: a repeated ADD
+/// must be refused before IPAM runs, or its rollback's IPAM DEL would release the first
+/// attachment's reservation.
+pub fn ensure_ifname_free(ctr: &mut Netlink, ifname: &str) -> Result<(), BridgeError> {
+    let existing = ctr
+        .link_by_name(ifname)
+        .map_err(|e| BridgeError::netlink(format!("failed to lookup {ifname:?}"), e))?;
+    match existing {
+        Some(_) => Err(name_taken(ifname, &random_veth_name()?)),
+        None => Ok(()),
+    }
+}
+
 /// Creates the veth pair from the host handle with the peer born in `sandbox`. A collision on
 /// the random host name is retried; an existing `ifname` in the sandbox is an error.
 pub fn create(
@@ -75,9 +95,7 @@ pub fn create(
                     .link_by_name(ifname)
                     .map_err(|e| BridgeError::netlink(format!("failed to lookup {ifname:?}"), e))?;
                 if in_sandbox.is_some() {
-                    return Err(BridgeError::System(format!(
-                        "container veth name ({ifname:?}) peer provided ({name:?}) already exists"
-                    )));
+                    return Err(name_taken(ifname, &name));
                 }
                 let on_host = host
                     .link_by_name(&name)

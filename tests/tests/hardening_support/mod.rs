@@ -403,7 +403,19 @@ pub fn run_bounded(
     opts: &RunOpts,
 ) -> Bounded {
     let start = Instant::now();
-    let mut child = spawn(netns, bin, env, opts).unwrap_or_else(|e| panic!("spawn {bin:?}: {e}"));
+    // A binary copied by a test moments ago can still be open for writing in a child that
+    // another test thread forked meanwhile (the fd lives until that child execs): ETXTBSY,
+    // which goes away by itself. Bounded retries.
+    let mut attempts = 0;
+    let mut child = loop {
+        match spawn(netns, bin, env, opts) {
+            Err(e) if e.raw_os_error() == Some(26) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => break r.unwrap_or_else(|e| panic!("spawn {bin:?}: {e}")),
+        }
+    };
     let pgid = child.id() as i32;
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_vec();

@@ -283,6 +283,10 @@ pub fn add(conf: &Config, container_id: &str, container: IpNet) -> Result<Applie
         Family::V4
     };
     let tool = Iptables::new(family);
+    // Listing and applying are two steps: two ADDs on a node without the shared rules yet
+    // would both see them missing and both add them. This path is serialised (it runs on a
+    // node's first ADD, a re-ADD, or a degraded node; the fast path takes no lock).
+    let _guard = slow_path_lock().map_err(fw("could not set up port mappings", &tool))?;
     let mut last = None;
     for _ in 0..2 {
         let listing = tool
@@ -303,6 +307,39 @@ pub fn add(conf: &Config, container_id: &str, container: IpNet) -> Result<Applie
             what: "no attempt made".into(),
         },
     )))
+}
+
+/// The file whose `flock` serialises [`add`]'s listing path across processes (all network
+/// namespaces share it; the path is rare).
+const SLOW_PATH_LOCK: &str = "/run/cni-rs-portmap.lock";
+
+/// Takes the slow path's lock, waiting at most 30 s; released when the file is dropped.
+fn slow_path_lock() -> Result<std::fs::File, FirewallError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let locked = || FirewallError::Locked {
+        cmd: format!("flock {SLOW_PATH_LOCK}"),
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(SLOW_PATH_LOCK)
+        .map_err(|e| FirewallError::Output {
+            cmd: format!("open {SLOW_PATH_LOCK}"),
+            what: e.to_string(),
+        })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(_) => return Err(locked()),
+        }
+    }
 }
 
 fn cstr(d: &[u8]) -> &[u8] {

@@ -209,12 +209,6 @@ impl<'a> Ipam<'a> {
         exec_bin(&bin, ty, command, &self.req.stdin)
     }
 
-    /// IPAM ADD; the result in the newest schema.
-    pub fn add(&self) -> Result<CniResult, CniError> {
-        let out = self.run("ADD")?;
-        decode_add(&out, &self.req.conf.cni_version)
-    }
-
     /// Starts IPAM ADD without waiting for it, so that the caller can set up links while
     /// the delegate allocates; collect the result with [`PendingAdd::finish`].
     pub fn start_add(&self) -> Result<PendingAdd<'a>, CniError> {

@@ -223,6 +223,36 @@ fn fw(what: &str, tool: &Iptables) -> impl FnOnce(FirewallError) -> PortmapError
     move |e| PortmapError::firewall(what, e)
 }
 
+/// What an ADD of `container` applies besides shared state: its family, its chain and its
+/// entry rules (each ending in `-j <chain>`). Pure.
+fn container_applied(conf: &Config, container_id: &str, container: IpNet) -> Applied {
+    let v6 = is_v6(&container.addr());
+    let chain = dnat_chain(&conf.network, container_id);
+    let entries = entry_rules(conf, container_id, v6)
+        .into_iter()
+        .map(|mut r| {
+            r.extend(s(&["-j", &chain]));
+            r
+        })
+        .collect();
+    Applied {
+        family: Some(if v6 { Family::V6 } else { Family::V4 }),
+        chain,
+        entries,
+        ..Applied::default()
+    }
+}
+
+/// Appends the container's rules to its chain and its entry rules to `CNI-HOSTPORT-DNAT`.
+fn append_container_rules(tx: &mut Restore, conf: &Config, container: IpNet, a: &Applied) {
+    for r in dnat_rules(conf, container) {
+        tx.append(&a.chain, &r);
+    }
+    for r in &a.entries {
+        tx.append(DNAT_CHAIN, r);
+    }
+}
+
 /// Builds the ADD transaction for one family from a listing. Pure.
 pub fn add_transaction(
     conf: &Config,
@@ -230,14 +260,9 @@ pub fn add_transaction(
     container: IpNet,
     listing: &Ruleset,
 ) -> (Restore, Applied) {
-    let v6 = is_v6(&container.addr());
-    let chain = dnat_chain(&conf.network, container_id);
+    let mut applied = container_applied(conf, container_id, container);
+    let chain = applied.chain.clone();
     let mut tx = Restore::new(TABLE);
-    let mut applied = Applied {
-        family: Some(if v6 { Family::V6 } else { Family::V4 }),
-        chain: chain.clone(),
-        ..Applied::default()
-    };
     let (chains, rules) = shared_rules(conf);
     for c in chains {
         if !listing.has_chain(c) {
@@ -263,14 +288,7 @@ pub fn add_transaction(
         }
     }
     tx.declare_chain(&chain);
-    for r in dnat_rules(conf, container) {
-        tx.append(&chain, &r);
-    }
-    for mut r in entry_rules(conf, container_id, v6) {
-        r.extend(s(&["-j", &chain]));
-        tx.append(DNAT_CHAIN, &r);
-        applied.entries.push(r);
-    }
+    append_container_rules(&mut tx, conf, container, &applied);
     (tx, applied)
 }
 
@@ -438,29 +456,16 @@ pub fn new_transaction(
     container: IpNet,
     assert_shared: bool,
 ) -> (Restore, Applied) {
-    let v6 = is_v6(&container.addr());
-    let chain = dnat_chain(&conf.network, container_id);
+    let applied = container_applied(conf, container_id, container);
     let mut tx = Restore::new(TABLE);
-    let mut applied = Applied {
-        family: Some(if v6 { Family::V6 } else { Family::V4 }),
-        chain: chain.clone(),
-        ..Applied::default()
-    };
     if assert_shared {
         let (_, rules) = shared_rules(conf);
         for r in rules {
             tx.check(r.chain, &r.args);
         }
     }
-    tx.new_chain(&chain);
-    for r in dnat_rules(conf, container) {
-        tx.append(&chain, &r);
-    }
-    for mut r in entry_rules(conf, container_id, v6) {
-        r.extend(s(&["-j", &chain]));
-        tx.append(DNAT_CHAIN, &r);
-        applied.entries.push(r);
-    }
+    tx.new_chain(&applied.chain);
+    append_container_rules(&mut tx, conf, container, &applied);
     (tx, applied)
 }
 
@@ -468,10 +473,13 @@ pub fn new_transaction(
 /// as `iptables-nft` encodes it ([`xt`]); `None` if a rule cannot be encoded (extra
 /// `conditionsV4`/`conditionsV6`, say).
 pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Option<Vec<Change>> {
-    let v6 = is_v6(&container.addr());
-    let family = if v6 { Family::V6 } else { Family::V4 };
+    let a = container_applied(conf, container_id, container);
+    let family = if is_v6(&container.addr()) {
+        Family::V6
+    } else {
+        Family::V4
+    };
     let nf = family.nf_family();
-    let chain = dnat_chain(&conf.network, container_id);
     let rule = |c: &str, args: &[String]| -> Option<Change> {
         let (exprs, compat) = xt::encode(args, family)?;
         Some(Change::AppendRule {
@@ -485,14 +493,13 @@ pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Optio
     let mut out = vec![Change::AddChain {
         family: nf,
         table: TABLE.to_string(),
-        chain: chain.clone(),
+        chain: a.chain.clone(),
     }];
     for r in dnat_rules(conf, container) {
-        out.push(rule(&chain, &r)?);
+        out.push(rule(&a.chain, &r)?);
     }
-    for mut r in entry_rules(conf, container_id, v6) {
-        r.extend(s(&["-j", &chain]));
-        out.push(rule(DNAT_CHAIN, &r)?);
+    for r in &a.entries {
+        out.push(rule(DNAT_CHAIN, r)?);
     }
     Some(out)
 }
@@ -517,10 +524,7 @@ pub fn add_fast(conf: &Config, container_id: &str, container: IpNet) -> Option<A
         }
         if let Some(changes) = new_changes(conf, container_id, container) {
             match nf.commit(&changes, None) {
-                Ok(()) => {
-                    let (_, applied) = new_transaction(conf, container_id, container, false);
-                    return Some(applied);
-                }
+                Ok(()) => return Some(container_applied(conf, container_id, container)),
                 // The container's chain exists (a re-ADD): the listing path rebuilds it.
                 Err(e) if e.is_exists() => return None,
                 Err(_) => {}

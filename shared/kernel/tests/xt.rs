@@ -2,8 +2,8 @@
 //! `iptables-nft` makes. Each rule is added once by `iptables-restore` and once by an
 //! nf_tables transaction, in two fresh namespaces, and what the kernel then reports for
 //! them (expressions, byte for byte) and what `iptables-save` prints must be equal. The one
-//! deliberate difference: `--dport` is written as the x_tables `tcp`/`udp` match (as
-//! `iptables-nft` did before 1.8.8), where 1.8.9 writes `payload` + `cmp`; the comparison maps
+//! deliberate difference: `--dport` is written as the x_tables `tcp`/`udp` match (as older
+//! `iptables-nft` releases did), where 1.8.9 writes `payload` + `cmp`; the comparison maps
 //! the one onto the other, and `iptables-save`, `iptables -C` and [`xt::dport`] must still
 //! read both alike.
 

@@ -17,8 +17,8 @@
 //! * addresses: `payload` of the prefix's whole bytes + `cmp`, or of the whole address +
 //!   `bitwise` mask + `cmp` when the prefix is not byte-aligned; `/0` matches nothing;
 //! * `--dport`: the implicit `-m tcp`/`-m udp` as an `nft_compat` match (`xt_tcp`/`xt_udp`
-//!   with the source port range 0-65535), as `iptables-nft` wrote it before 1.8.8 (Debian
-//!   11 and Ubuntu 22.04 ship 1.8.7). 1.8.8 and later write `payload` + `cmp`; both read back as the same rule (`iptables-save`,
+//!   with the source port range 0-65535), as older `iptables-nft` releases wrote it. 1.8.9
+//!   writes `payload` + `cmp` instead; both read back as the same rule (`iptables-save`,
 //!   `-C`, `-D`, the kernel's matching), and the match costs the kernel a third less time
 //!   to add than the pair: every expression is looked up by name in a list of all
 //!   expression types, so 5,000 rules (1,000 mappings) take 35 ms less (PERFORMANCE.md);

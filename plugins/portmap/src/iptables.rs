@@ -23,7 +23,9 @@ use crate::error::PortmapError;
 use cni_kernel::firewall::iptables::{Iptables, Restore, Ruleset, canonical_rule};
 use cni_kernel::firewall::names::{chain_name_with_prefix, dnat_comment};
 use cni_kernel::firewall::{Family, FirewallError, xt};
-use cni_kernel::nftables::{ChainInfo, Change, Expr, META_MARK, NfTables, Rule, Verdict};
+use cni_kernel::nftables::{
+    ChainInfo, Change, Expr, META_L4PROTO, META_MARK, NfTables, Rule, TRANSPORT_HEADER, Verdict,
+};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 
@@ -628,10 +630,14 @@ pub fn del_transaction(net: &str, container_id: &str, listing: &Ruleset) -> (Res
 fn udp_ports_nf(rules: &[Rule]) -> Vec<u16> {
     let mut out = Vec::new();
     for r in rules {
-        if let Some((17, p)) = xt::dport(r)
-            && !out.contains(&p)
+        if r.meta_eq(META_L4PROTO) == Some(&[17u8][..])
+            && let Some((data, None)) = r.payload_eq(TRANSPORT_HEADER, 2)
+            && data.len() == 2
         {
-            out.push(p);
+            let p = u16::from_be_bytes([data[0], data[1]]);
+            if !out.contains(&p) {
+                out.push(p);
+            }
         }
     }
     out
@@ -962,7 +968,6 @@ pub fn family_mappings(conf: &Config, v6: bool) -> impl Iterator<Item = &PortMap
 mod tests {
     use super::*;
     use cni::config::NetConf;
-    use cni_kernel::nftables::{META_L4PROTO, TRANSPORT_HEADER};
 
     const L: &str = "icee6giejonei6sohng6ahngee7laquohquee9shiGo7fohferakah3Feiyoolu2pei7ciPhoh7shaoX6vai3vuf0ahfaeng8yohb9ceu0daez5hashee8ooYai5wa3y";
 
@@ -1410,21 +1415,6 @@ mod tests {
                 jump(SETMARK_CHAIN),
             ],
         );
-        // The same rule shape for port 5354 as this plugin encodes it (an x_tables `udp`
-        // match, where iptables-nft 1.8.9 writes the payload + cmp above).
-        let (ours, _) = xt::encode(
-            &cni_kernel::firewall::iptables::argv(&[
-                "-p",
-                "udp",
-                "--dport",
-                "5354",
-                "-j",
-                SETMARK_CHAIN,
-            ]),
-            Family::V4,
-        )
-        .unwrap();
-        let ours = nf_rule(&chain, 11, ours);
         let entries = vec![
             nf_rule(DNAT_CHAIN, 1, vec![Expr::Counter, jump(&chain)]),
             nf_rule(DNAT_CHAIN, 2, vec![Expr::Counter, jump("CNI-DN-other")]),
@@ -1440,9 +1430,9 @@ mod tests {
                 comment: None,
             }),
             entry_rules: entries.clone(),
-            chain_rules: vec![udp.clone(), ours.clone()],
+            chain_rules: vec![udp.clone()],
         };
-        let (changes, removed) = plan_del_nf(Family::V4, &[state(4)]).unwrap();
+        let (changes, removed) = plan_del_nf(Family::V4, &[state(3)]).unwrap();
         let handles: Vec<u64> = changes
             .iter()
             .filter_map(|c| match c {
@@ -1454,14 +1444,14 @@ mod tests {
         assert!(
             matches!(changes.last(), Some(Change::DeleteChain { chain: c, .. }) if *c == chain)
         );
-        assert_eq!(removed.udp_ports, vec![5353, 5354]);
+        assert_eq!(removed.udp_ports, vec![5353]);
         assert!(removed.any);
-        // A reference from elsewhere (count 5 = 2 rules + 3 jumps, 2 seen): undecidable.
-        assert!(plan_del_nf(Family::V4, &[state(5)]).is_none());
+        // A reference from elsewhere (count 4 = 1 rule + 3 jumps, 2 seen): undecidable.
+        assert!(plan_del_nf(Family::V4, &[state(4)]).is_none());
         // No chain: nothing to do.
         let absent = ChainState {
             info: None,
-            ..state(4)
+            ..state(3)
         };
         let (changes, removed) = plan_del_nf(Family::V4, &[absent]).unwrap();
         assert!(changes.is_empty() && !removed.any);

@@ -1,11 +1,7 @@
 //! Root-only: the rules [`cni_kernel::firewall::xt`] encodes are the very rules
 //! `iptables-nft` makes. Each rule is added once by `iptables-restore` and once by an
 //! nf_tables transaction, in two fresh namespaces, and what the kernel then reports for
-//! them (expressions, byte for byte) and what `iptables-save` prints must be equal. The one
-//! deliberate difference: `--dport` is written as the x_tables `tcp`/`udp` match (as older
-//! `iptables-nft` releases did), where 1.8.9 writes `payload` + `cmp`; the comparison maps
-//! the one onto the other, and `iptables-save`, `iptables -C` and [`xt::dport`] must still
-//! read both alike.
+//! them (expressions, byte for byte) and what `iptables-save` prints must be equal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +9,7 @@ use cni_kernel::NetNs;
 use cni_kernel::firewall::Family;
 use cni_kernel::firewall::iptables::{Iptables, Restore, argv, split_args};
 use cni_kernel::firewall::xt;
-use cni_kernel::nftables::{Change, Expr, NfTables, Rule, TRANSPORT_HEADER};
+use cni_kernel::nftables::{Change, NfTables};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -119,46 +115,6 @@ fn save(ns: &NetNs, f: Family) -> Vec<String> {
         .collect()
 }
 
-/// `exprs` with iptables-nft 1.8.9's native `--dport` (`payload` of the transport header's
-/// bytes 2..4 + `cmp eq`, after `meta l4proto` + `cmp`) replaced by the `tcp`/`udp` match
-/// [`xt::encode`] writes.
-fn as_port_match(exprs: &[Expr]) -> Vec<Expr> {
-    let proto = exprs.iter().find_map(|e| match e {
-        Expr::Cmp { data, .. } if data.len() == 1 => Some(data[0]),
-        _ => None,
-    });
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < exprs.len() {
-        if let (
-            Expr::Payload {
-                base: TRANSPORT_HEADER,
-                offset: 2,
-                len: 2,
-            },
-            Some(Expr::Cmp { op: 0, data }),
-        ) = (&exprs[i], exprs.get(i + 1))
-        {
-            let port = u16::from_be_bytes([data[0], data[1]]);
-            let mut info = Vec::new();
-            for v in [0, u16::MAX, port, port] {
-                info.extend_from_slice(&v.to_ne_bytes());
-            }
-            info.resize(16, 0);
-            out.push(Expr::Match {
-                name: if proto == Some(17) { "udp" } else { "tcp" }.into(),
-                rev: 0,
-                info,
-            });
-            i += 2;
-        } else {
-            out.push(exprs[i].clone());
-            i += 1;
-        }
-    }
-    out
-}
-
 #[test]
 fn encoded_rules_are_the_rules_iptables_nft_makes() {
     if !is_root() {
@@ -229,14 +185,8 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
             let (a, b) = (dump(&by_tool), dump(&by_us));
             assert_eq!(a.len(), b.len(), "{f:?} {chain}");
             for (x, y) in a.iter().zip(&b) {
-                let native = as_port_match(&x.exprs) != x.exprs;
-                assert_eq!(as_port_match(&x.exprs), y.exprs, "{f:?} {chain}");
-                if !native {
-                    assert_eq!(x.raw_exprs, y.raw_exprs, "{f:?} {chain}");
-                }
-                let port = |r: &Rule| xt::dport(r);
-                assert_eq!(port(x), port(y), "{f:?} {chain}");
-                assert_eq!(native, port(y).is_some(), "{f:?} {chain}");
+                assert_eq!(x.exprs, y.exprs, "{f:?} {chain}");
+                assert_eq!(x.raw_exprs, y.raw_exprs, "{f:?} {chain}");
             }
         }
         assert_eq!(save(&by_tool, f), save(&by_us, f), "{f:?}");

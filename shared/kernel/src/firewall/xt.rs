@@ -10,25 +10,20 @@
 //! return `None`, and the caller uses `iptables-restore`.
 //!
 //! The encodings (checked against `iptables-nft` 1.8.9 by the kernel crate's tests, which
-//! compare what the kernel dumps for a rule added both ways, and what `iptables-save` and
-//! `iptables -C` make of it):
+//! compare what the kernel dumps for a rule added both ways):
 //! * protocol: `meta l4proto` + `cmp`; the protocol also goes to `NFTA_RULE_COMPAT`, which
 //!   x_tables extensions (multiport) check;
 //! * addresses: `payload` of the prefix's whole bytes + `cmp`, or of the whole address +
 //!   `bitwise` mask + `cmp` when the prefix is not byte-aligned; `/0` matches nothing;
-//! * `--dport`: the implicit `-m tcp`/`-m udp` as an `nft_compat` match (`xt_tcp`/`xt_udp`
-//!   with the source port range 0-65535), as older `iptables-nft` releases wrote it. 1.8.9
-//!   writes `payload` + `cmp` instead; both read back as the same rule (`iptables-save`,
-//!   `-C`, `-D`, the kernel's matching), and the match costs the kernel a third less time
-//!   to add than the pair: every expression is looked up by name in a list of all
-//!   expression types, so 5,000 rules (1,000 mappings) take 35 ms less (PERFORMANCE.md);
+//! * `--dport`: `payload` of the transport header's bytes 2..4 + `cmp` (the native form of
+//!   the implicit `-m tcp`/`-m udp`);
 //! * `comment`, `multiport`, `MASQUERADE`, `DNAT`: `nft_compat` matches and targets with the
 //!   x_tables structures (`xt_comment_info`, `xt_multiport_v1`,
 //!   `nf_nat_ipv4_multi_range_compat` / `nf_nat_range`, `nf_nat_range2`);
 //! * every rule gets a `counter` before its verdict or target.
 
 use super::Family;
-use crate::nftables::{Expr, META_L4PROTO, NETWORK_HEADER, Verdict};
+use crate::nftables::{Expr, META_L4PROTO, NETWORK_HEADER, TRANSPORT_HEADER, Verdict};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -36,10 +31,6 @@ const XT_MULTIPORT_DESTINATION: u8 = 1;
 const NF_NAT_RANGE_MAP_IPS: u32 = 1;
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
 const NFT_CMP_EQ: u32 = 0;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// `XT_ALIGN(sizeof(struct xt_tcp))`, also that of `struct xt_udp`.
-const PORT_MATCH_INFO_LEN: usize = 16;
 const NFT_CMP_NEQ: u32 = 1;
 
 /// What a rule does at its end.
@@ -117,8 +108,8 @@ fn parse(args: &[String], family: Family) -> Option<Parsed> {
             }
             "-p" => {
                 p.proto = match next(&mut i)?.as_str() {
-                    "tcp" => Some(IPPROTO_TCP),
-                    "udp" => Some(IPPROTO_UDP),
+                    "tcp" => Some(6),
+                    "udp" => Some(17),
                     _ => return None,
                 };
             }
@@ -250,44 +241,6 @@ fn addr_match(out: &mut Vec<Expr>, offset: u32, net: &IpNet, op: u32) {
     }
 }
 
-/// `struct xt_tcp` / `struct xt_udp` matching destination port `port` (and any source port):
-/// `spts`, `dpts`, then flags and inversions, all zero.
-fn port_match_info(port: u16) -> Vec<u8> {
-    let mut info = Vec::with_capacity(PORT_MATCH_INFO_LEN);
-    for v in [0, u16::MAX, port, port] {
-        info.extend_from_slice(&v.to_ne_bytes());
-    }
-    info.resize(PORT_MATCH_INFO_LEN, 0);
-    info
-}
-
-/// The destination port an `iptables-nft` rule matches with `-p tcp|udp --dport`, in either
-/// encoding (`payload` + `cmp`, or the `tcp`/`udp` match of [`encode`]): `(protocol, port)`.
-pub fn dport(rule: &crate::nftables::Rule) -> Option<(u8, u16)> {
-    let proto = match rule.meta_eq(META_L4PROTO)? {
-        [p] => *p,
-        _ => return None,
-    };
-    if let Some((data, None)) = rule.payload_eq(crate::nftables::TRANSPORT_HEADER, 2)
-        && let [a, b] = data[..]
-    {
-        return Some((proto, u16::from_be_bytes([a, b])));
-    }
-    rule.exprs.iter().find_map(|e| match e {
-        Expr::Match { name, rev: 0, info }
-            if (name == "tcp" && proto == IPPROTO_TCP)
-                || (name == "udp" && proto == IPPROTO_UDP) =>
-        {
-            let u = |i: usize| Some(u16::from_ne_bytes([*info.get(i)?, *info.get(i + 1)?]));
-            let (spt_lo, spt_hi, lo, hi) = (u(0)?, u(2)?, u(4)?, u(6)?);
-            // Only an exact, non-inverted destination port with any source port.
-            let flags_clear = info.get(8..).is_some_and(|r| r.iter().all(|b| *b == 0));
-            (spt_lo == 0 && spt_hi == u16::MAX && lo == hi && flags_clear).then_some((proto, lo))
-        }
-        _ => None,
-    })
-}
-
 fn nat_range2(ip: IpAddr, port: u16) -> Vec<u8> {
     let mut info = Vec::with_capacity(48);
     info.extend_from_slice(&(NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED).to_ne_bytes());
@@ -336,16 +289,14 @@ pub fn encode(args: &[String], family: Family) -> Option<(Vec<Expr>, (u32, u32))
     for m in &p.matches {
         match m {
             Match::Dport(port) => {
-                // `-p` is required for `--dport` (see `parse`).
-                let name = if p.proto == Some(IPPROTO_UDP) {
-                    "udp"
-                } else {
-                    "tcp"
-                };
-                out.push(Expr::Match {
-                    name: name.into(),
-                    rev: 0,
-                    info: port_match_info(*port),
+                out.push(Expr::Payload {
+                    base: TRANSPORT_HEADER,
+                    offset: 2,
+                    len: 2,
+                });
+                out.push(Expr::Cmp {
+                    op: NFT_CMP_EQ,
+                    data: port.to_be_bytes().to_vec(),
                 });
             }
             Match::Comment(c) => {
@@ -549,78 +500,5 @@ mod tests {
                 len: 4
             }
         );
-    }
-
-    fn rule(exprs: Vec<Expr>) -> crate::nftables::Rule {
-        crate::nftables::Rule {
-            chain: "CNI-DN-x".into(),
-            handle: 1,
-            comment: None,
-            exprs,
-            raw_exprs: Vec::new(),
-            compat: None,
-        }
-    }
-
-    #[test]
-    fn dport_in_both_encodings() {
-        let (e, c) = encode(
-            &argv(&["-p", "udp", "--dport", "5353", "-j", "CNI-X"]),
-            Family::V4,
-        )
-        .unwrap();
-        assert_eq!(c, (17, 0));
-        let Expr::Match { name, rev: 0, info } = &e[2] else {
-            panic!("{e:?}");
-        };
-        assert_eq!((name.as_str(), info.len()), ("udp", 16));
-        assert_eq!(dport(&rule(e.clone())), Some((17, 5353)));
-        let (e, _) = encode(
-            &argv(&["-p", "tcp", "--dport", "80", "-j", "CNI-X"]),
-            Family::V6,
-        )
-        .unwrap();
-        assert!(matches!(&e[2], Expr::Match { name, .. } if name == "tcp"));
-        assert_eq!(dport(&rule(e)), Some((6, 80)));
-        // iptables-nft 1.8.9's encoding of the same match.
-        let native = vec![
-            Expr::Meta { key: META_L4PROTO },
-            Expr::Cmp {
-                op: NFT_CMP_EQ,
-                data: vec![17],
-            },
-            Expr::Payload {
-                base: crate::nftables::TRANSPORT_HEADER,
-                offset: 2,
-                len: 2,
-            },
-            Expr::Cmp {
-                op: NFT_CMP_EQ,
-                data: 5353u16.to_be_bytes().to_vec(),
-            },
-        ];
-        assert_eq!(dport(&rule(native)), Some((17, 5353)));
-        // A port range or an inverted match is not "a destination port".
-        let mut ranged = port_match_info(80);
-        ranged[6..8].copy_from_slice(&81u16.to_ne_bytes());
-        let mut inverted = port_match_info(80);
-        inverted[8] = 2;
-        for info in [ranged, inverted] {
-            let r = rule(vec![
-                Expr::Meta { key: META_L4PROTO },
-                Expr::Cmp {
-                    op: NFT_CMP_EQ,
-                    data: vec![6],
-                },
-                Expr::Match {
-                    name: "tcp".into(),
-                    rev: 0,
-                    info,
-                },
-            ]);
-            assert_eq!(dport(&r), None);
-        }
-        // No protocol, no port.
-        assert_eq!(dport(&rule(vec![Expr::Counter])), None);
     }
 }

@@ -114,7 +114,7 @@ pub fn run(ctx: &mut Ctx) {
         let ipt = conf(n, Some("iptables"));
         let nftc = conf(n, Some("nftables"));
         let ref_conf = conf(n, None);
-        let our_iters = ctx.iters(if n >= 1000 { 5 } else { 20 });
+        let our_iters = ctx.iters(if n >= 1000 { 15 } else { 20 });
         let ref_iters = match n {
             0..=10 => ctx.iters(20),
             11..=200 => ctx.iters(3),
@@ -177,7 +177,7 @@ pub fn run(ctx: &mut Ctx) {
     for backend in ["iptables", "nftables"] {
         let c = conf_of(1000, Some(backend), false);
         let (mut a, mut d) = (vec![], vec![]);
-        for _ in 0..ctx.iters(5) {
+        for _ in 0..ctx.iters(15) {
             a.push(b.run(&ours, "ADD", &c, None));
             d.push(b.run(&ours, "DEL", &c, None));
         }

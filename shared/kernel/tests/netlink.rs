@@ -172,3 +172,27 @@ fn sandbox_work_runs_inside_and_never_moves_the_caller() {
     let after = NetNs::current().unwrap();
     assert!(before.same_as(&after));
 }
+
+#[test]
+fn sysctls_follow_the_thread_into_another_namespace() {
+    require_root!();
+    let a = NetNs::new_anonymous().unwrap();
+    let b = NetNs::new_anonymous().unwrap();
+    // One thread: writes in `a`, moves to `b`, reads there, and back.
+    a.run(|| {
+        sysctl::write("net.ipv4.ip_forward", "1").unwrap();
+        assert_eq!(sysctl::read("net/ipv4/ip_forward").unwrap(), "1");
+        nix::sched::setns(b.fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        assert_eq!(sysctl::read("net/ipv4/ip_forward").unwrap(), "0");
+        sysctl::write("net/ipv4/conf/lo/arp_notify", "1").unwrap();
+        nix::sched::setns(a.fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        assert_eq!(sysctl::read("net/ipv4/ip_forward").unwrap(), "1");
+        assert_eq!(sysctl::read("net/ipv4/conf/lo/arp_notify").unwrap(), "0");
+    })
+    .unwrap();
+    assert_eq!(
+        b.run(|| sysctl::read("net/ipv4/conf/lo/arp_notify").unwrap())
+            .unwrap(),
+        "1"
+    );
+}

@@ -578,8 +578,8 @@ fn parse_rule(payload: &[u8]) -> Option<Rule> {
     Some(rule)
 }
 
-/// The netlink message of one change: `(type, flags, payload)`.
-fn change_message(c: &Change) -> (u16, u16, Vec<u8>) {
+/// Appends the netlink payload of one change to `b`; returns the message's type and flags.
+fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
     match c {
         Change::DeleteRule {
             family,
@@ -587,40 +587,39 @@ fn change_message(c: &Change) -> (u16, u16, Vec<u8>) {
             chain,
             handle,
         } => {
-            let mut b = Builder::new(&nfgenmsg(family.code(), 0));
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
             b.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
-            (msg_type(NFT_MSG_DELRULE), NLM_F_ACK, b.buf)
+            (msg_type(NFT_MSG_DELRULE), NLM_F_ACK)
         }
         Change::FlushChain {
             family,
             table,
             chain,
         } => {
-            let mut b = Builder::new(&nfgenmsg(family.code(), 0));
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
-            (msg_type(NFT_MSG_DELRULE), NLM_F_ACK, b.buf)
+            (msg_type(NFT_MSG_DELRULE), NLM_F_ACK)
         }
         Change::DeleteChain {
             family,
             table,
             chain,
         } => {
-            let mut b = Builder::new(&nfgenmsg(family.code(), 0));
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, chain);
-            (msg_type(NFT_MSG_DELCHAIN), NLM_F_ACK, b.buf)
+            (msg_type(NFT_MSG_DELCHAIN), NLM_F_ACK)
         }
         Change::AddChain {
             family,
             table,
             chain,
         } => {
-            let mut b = Builder::new(&nfgenmsg(family.code(), 0));
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, chain);
             (
                 msg_type(NFT_MSG_NEWCHAIN),
                 NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-                b.buf,
             )
         }
         Change::AppendRule {
@@ -630,7 +629,7 @@ fn change_message(c: &Change) -> (u16, u16, Vec<u8>) {
             exprs,
             compat,
         } => {
-            let mut b = Builder::new(&nfgenmsg(family.code(), 0));
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
             b.nest(NFTA_RULE_EXPRESSIONS, true, |b| {
                 for e in exprs {
@@ -646,7 +645,6 @@ fn change_message(c: &Change) -> (u16, u16, Vec<u8>) {
             (
                 msg_type(NFT_MSG_NEWRULE),
                 NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
-                b.buf,
             )
         }
     }
@@ -781,28 +779,30 @@ impl NfTables {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut msgs: Vec<(u16, u16, Vec<u8>)> = Vec::with_capacity(changes.len() + 2);
-        let mut begin = Builder::new(&nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
-        if let Some(g) = generation {
-            begin.attr(NFNL_BATCH_GENID, &g.to_be_bytes());
-        }
-        msgs.push((NFNL_MSG_BATCH_BEGIN, 0, begin.buf));
-        for c in changes {
-            // Errors are reported for every message; a positive ack is asked only for the
-            // last one, so that a transaction of thousands of rules does not queue thousands
-            // of acks (which would overflow the socket's receive buffer).
-            let (ty, flags, payload) = change_message(c);
-            msgs.push((ty, flags & !NLM_F_ACK, payload));
-        }
-        if let Some(last) = msgs.last_mut() {
-            last.1 |= NLM_F_ACK;
-        }
-        msgs.push((
-            NFNL_MSG_BATCH_END,
-            0,
-            nfgenmsg(0, NFNL_SUBSYS_NFTABLES).to_vec(),
-        ));
-        self.sock.batch(&msgs, "nf_tables transaction")
+        // The messages are encoded straight into the datagram (thousands of rules for
+        // thousands of port mappings). Errors are reported for every message; a positive ack
+        // is asked only for the last change, so that a transaction of thousands of rules does
+        // not queue thousands of acks (which would overflow the socket's receive buffer).
+        let n = changes.len();
+        self.sock
+            .batch(n + 2, "nf_tables transaction", |i, b| match i {
+                0 => {
+                    b.buf.extend_from_slice(&nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
+                    if let Some(g) = generation {
+                        b.attr(NFNL_BATCH_GENID, &g.to_be_bytes());
+                    }
+                    (NFNL_MSG_BATCH_BEGIN, 0)
+                }
+                i if i <= n => {
+                    let (ty, flags) = encode_change(&changes[i - 1], b);
+                    let ack = if i == n { NLM_F_ACK } else { 0 };
+                    (ty, (flags & !NLM_F_ACK) | ack)
+                }
+                _ => {
+                    b.buf.extend_from_slice(&nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
+                    (NFNL_MSG_BATCH_END, 0)
+                }
+            })
     }
 }
 

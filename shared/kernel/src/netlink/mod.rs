@@ -215,21 +215,35 @@ impl Socket {
     /// answers. nfnetlink processes a batch synchronously inside the send, so every ack and
     /// error is queued when `sendto` returns: they are read without blocking. Returns the
     /// first error the kernel reported (for any message of the batch), if any.
-    pub fn batch(&mut self, msgs: &[(u16, u16, Vec<u8>)], op: &str) -> Result<(), NetlinkError> {
-        let mut buf = Vec::new();
-        let mut seqs = Vec::with_capacity(msgs.len());
-        for (ty, flags, payload) in msgs {
+    ///
+    /// The `count` messages are encoded in place: `encode(i, b)` appends the payload of
+    /// message `i` to `b` and returns its type and flags (no buffer per message: a batch can
+    /// hold thousands of rules).
+    pub(crate) fn batch(
+        &mut self,
+        count: usize,
+        op: &str,
+        mut encode: impl FnMut(usize, &mut Builder) -> (u16, u16),
+    ) -> Result<(), NetlinkError> {
+        let mut b = Builder {
+            buf: Vec::with_capacity(count.saturating_mul(256).min(16 << 20)),
+        };
+        let first_seq = self.seq.wrapping_add(1);
+        for i in 0..count {
             self.seq = self.seq.wrapping_add(1);
-            seqs.push(self.seq);
-            let len = HDR + payload.len();
-            buf.extend_from_slice(&(len as u32).to_ne_bytes());
-            buf.extend_from_slice(&ty.to_ne_bytes());
-            buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-            buf.extend_from_slice(&self.seq.to_ne_bytes());
-            buf.extend_from_slice(&0u32.to_ne_bytes());
-            buf.extend_from_slice(payload);
-            buf.resize(align(buf.len()), 0);
+            let start = b.buf.len();
+            b.buf.extend_from_slice(&[0; HDR]);
+            let (ty, flags) = encode(i, &mut b);
+            let len = (b.buf.len() - start) as u32;
+            let hdr = &mut b.buf[start..start + HDR];
+            hdr[0..4].copy_from_slice(&len.to_ne_bytes());
+            hdr[4..6].copy_from_slice(&ty.to_ne_bytes());
+            hdr[6..8].copy_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+            hdr[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+            b.buf.resize(align(b.buf.len()), 0);
         }
+        let ours = |seq: u32| (seq.wrapping_sub(first_seq) as usize) < count;
+        let buf = b.buf;
         // A netlink message must fit the socket's send buffer (default about 200 KiB);
         // large batches (thousands of port mappings) raise it, as nft does.
         if buf.len() > 128 * 1024 {
@@ -266,7 +280,7 @@ impl Socket {
                 let mseq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
                 let payload = &data[HDR..len];
                 data = &data[align(len).min(data.len())..];
-                if ty != NLMSG_ERROR || !seqs.contains(&mseq) {
+                if ty != NLMSG_ERROR || !ours(mseq) {
                     continue;
                 }
                 let code = payload
@@ -339,10 +353,15 @@ impl Builder {
         self.attr(ty, &v.to_ne_bytes())
     }
 
+    /// A NUL-terminated string attribute.
     pub fn str(&mut self, ty: u16, s: &str) -> &mut Builder {
-        let mut v = s.as_bytes().to_vec();
-        v.push(0);
-        self.attr(ty, &v)
+        let len = 4 + s.len() + 1;
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(0);
+        self.buf.resize(align(self.buf.len()), 0);
+        self
     }
 
     /// A nested attribute; `flag_nested` sets `NLA_F_NESTED`.

@@ -578,7 +578,8 @@ fn parse_rule(payload: &[u8]) -> Option<Rule> {
     Some(rule)
 }
 
-/// Appends the netlink payload of one change to `b`; returns the message's type and flags.
+/// Appends the netlink payload of one change to `b`; returns the message's type and flags
+/// (without `NLM_F_ACK`, which [`NfTables::commit`] asks for once per transaction).
 fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
     match c {
         Change::DeleteRule {
@@ -590,7 +591,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
             b.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
-            (msg_type(NFT_MSG_DELRULE), NLM_F_ACK)
+            (msg_type(NFT_MSG_DELRULE), 0)
         }
         Change::FlushChain {
             family,
@@ -599,7 +600,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
         } => {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
-            (msg_type(NFT_MSG_DELRULE), NLM_F_ACK)
+            (msg_type(NFT_MSG_DELRULE), 0)
         }
         Change::DeleteChain {
             family,
@@ -608,7 +609,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
         } => {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, chain);
-            (msg_type(NFT_MSG_DELCHAIN), NLM_F_ACK)
+            (msg_type(NFT_MSG_DELCHAIN), 0)
         }
         Change::AddChain {
             family,
@@ -617,10 +618,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
         } => {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, chain);
-            (
-                msg_type(NFT_MSG_NEWCHAIN),
-                NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            )
+            (msg_type(NFT_MSG_NEWCHAIN), NLM_F_CREATE | NLM_F_EXCL)
         }
         Change::AppendRule {
             family,
@@ -642,10 +640,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
                     b.attr(NFTA_RULE_COMPAT_FLAGS, &be(*flags));
                 });
             }
-            (
-                msg_type(NFT_MSG_NEWRULE),
-                NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
-            )
+            (msg_type(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
         }
     }
 }
@@ -795,8 +790,7 @@ impl NfTables {
                 }
                 i if i <= n => {
                     let (ty, flags) = encode_change(&changes[i - 1], b);
-                    let ack = if i == n { NLM_F_ACK } else { 0 };
-                    (ty, (flags & !NLM_F_ACK) | ack)
+                    (ty, if i == n { flags | NLM_F_ACK } else { flags })
                 }
                 _ => {
                     b.buf.extend_from_slice(&nfgenmsg(0, NFNL_SUBSYS_NFTABLES));

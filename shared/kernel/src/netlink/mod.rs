@@ -116,8 +116,31 @@ impl Socket {
         Ok(Socket {
             fd,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            buf: Vec::new(),
         })
+    }
+
+    /// Receives one datagram into `self.buf`, which grows to fit it: a peek learns its
+    /// length first. A buffer sized for the largest possible answer up front (64 KiB, zeroed)
+    /// was a sixth of a plugin's peak memory; this one takes what the answers need.
+    fn recv_one(&mut self, flags: MsgFlags) -> Result<usize, Errno> {
+        let fd = self.fd.as_raw_fd();
+        let peek = flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
+        let len = loop {
+            match recv(fd, &mut [], peek) {
+                Err(Errno::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        if len > self.buf.len() {
+            self.buf.resize(len, 0);
+        }
+        loop {
+            match recv(fd, &mut self.buf, flags) {
+                Err(Errno::EINTR) => continue,
+                other => return other,
+            }
+        }
     }
 
     fn send(&mut self, ty: u16, flags: u16, payload: &[u8]) -> Result<u32, NetlinkError> {
@@ -146,12 +169,9 @@ impl Socket {
         let mut out = Vec::new();
         let mut interrupted = false;
         loop {
-            let n = loop {
-                match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other.map_err(NetlinkError::Socket)?,
-                }
-            };
+            let n = self
+                .recv_one(MsgFlags::empty())
+                .map_err(NetlinkError::Socket)?;
             let mut data = &self.buf[..n];
             while data.len() >= HDR {
                 let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
@@ -262,9 +282,8 @@ impl Socket {
         .map_err(NetlinkError::Socket)?;
         let mut first_err: Option<Errno> = None;
         loop {
-            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+            let n = match self.recv_one(MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => n,
-                Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => break,
                 // Answers were lost (ENOBUFS): the outcome is unknown, which callers treat as
                 // a failure and answer with a fresh look at the state.

@@ -129,9 +129,9 @@ fn remove_host_veth_from_prev(prev: &CniResult, conf: &Config) -> Result<(), Bri
 /// DEL.
 ///
 /// The slow parts are waits in the kernel: deleting the veth pair and committing a
-/// rule-deleting firewall transaction each wait for an RCU grace period (10–25 ms here).
-/// So the masquerade removal is committed (or its `iptables-restore` started) and the IPAM
-/// DEL started first, then the link is deleted while they complete, and only then are they
+/// rule-deleting firewall transaction each may wait for an RCU grace period (10–25 ms here).
+/// So the link is deleted in a thread of its own while the masquerade removal is committed
+/// (or its `iptables-restore` started) and the IPAM DEL runs, and only then are they
 /// collected: the waits overlap instead of adding up.
 pub fn del(req: &Request) -> Result<(), BridgeError> {
     let conf = Config::from_request(req)?;
@@ -183,30 +183,42 @@ pub fn del(req: &Request) -> Result<(), BridgeError> {
         ifname,
         container_id: &req.env.container_id,
     };
-    let masq = (conf.layer3 && conf.ip_masq).then(|| masq::teardown_start(inst, addrs.as_deref()));
-    let ipam = match Ipam::of(req).map(|i| i.start_del()) {
-        Some(Ok(running)) => Some(running),
-        Some(Err(e)) => {
-            errors.push(BridgeError::Delegate(e));
-            None
+    std::thread::scope(|s| {
+        // The veth pair's deletion waits in the kernel for RCU callbacks (a grace period);
+        // so may the masquerade removal's commit, for the namespace's nf_tables lock, which
+        // the kernel holds while it destroys the rules the previous plugin (portmap) deleted.
+        // Both run at once, with the IPAM DEL.
+        let deleting = link.map(|l| s.spawn(move || l.delete(ifname)));
+        let ipam = match Ipam::of(req).map(|i| i.start_del()) {
+            Some(Ok(running)) => Some(running),
+            Some(Err(e)) => {
+                errors.push(BridgeError::Delegate(e));
+                None
+            }
+            None => None,
+        };
+        let masq =
+            (conf.layer3 && conf.ip_masq).then(|| masq::teardown_start(inst, addrs.as_deref()));
+        if let Some(h) = deleting {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(BridgeError::System(format!(
+                    "deleting {ifname:?} failed unexpectedly"
+                ))),
+            }
         }
-        None => None,
-    };
-    if let Some(l) = link
-        && let Err(e) = l.delete(ifname)
-    {
-        errors.push(e);
-    }
-    if let Some(running) = ipam
-        && let Err(e) = running.wait()
-    {
-        errors.push(BridgeError::Delegate(e));
-    }
-    if let Some(m) = masq
-        && let Err(e) = m.finish()
-    {
-        errors.push(e);
-    }
+        if let Some(running) = ipam
+            && let Err(e) = running.wait()
+        {
+            errors.push(BridgeError::Delegate(e));
+        }
+        if let Some(m) = masq
+            && let Err(e) = m.finish()
+        {
+            errors.push(e);
+        }
+    });
     if conf.macspoofchk
         && let Err(e) = spoofcheck::teardown(&spoofcheck::ref_id(&req.env.container_id, ifname))
     {

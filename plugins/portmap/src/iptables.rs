@@ -708,8 +708,7 @@ pub fn plan_del_nf(family: Family, chains: &[ChainState<'_>]) -> Option<(Vec<Cha
 }
 
 /// DEL for one family over netlink (`iptables-nft` hosts): one nf_tables transaction, no
-/// process. `None` = undecidable or failed, use the tools. The caller keeps `nf` open while
-/// it does other work, since its release waits for the deletion's RCU grace period.
+/// process. `None` = undecidable or failed, use the tools.
 fn del_nf(nf: &mut NfTables, net: &str, container_id: &str, family: Family) -> Option<Removed> {
     let fam = family.nf_family();
     for _ in 0..3 {

@@ -193,8 +193,6 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                 }
                 None => vec![(Family::V4, false), (Family::V6, true)],
             };
-            // Kept open until the end: after a deleting commit, releasing a netfilter socket
-            // waits for an RCU grace period, which then overlaps the conntrack flush.
             let mut nf = NfTables::open().ok();
             let outcomes: Vec<_> = families
                 .into_iter()
@@ -216,7 +214,6 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                 }
             }
             flush_udp_conntrack(&p4, &p6);
-            drop(nf.take());
             if !Iptables::new(Family::V4).available() && !Iptables::new(Family::V6).available() {
                 eprintln!(
                     "portmap: neither iptables nor ip6tables is installed; nothing to remove"
@@ -228,7 +225,6 @@ fn del(req: &Request) -> Result<(), PortmapError> {
             }
         }
         Backend::Nftables => {
-            // Open until the conntrack flush is done (see the iptables case).
             let mut nf = NfTables::open().ok();
             let (p4, p6) = nftables::del(nf.as_mut(), &conf.network, id)?;
             let p4 = if p4.is_empty() {
@@ -242,7 +238,6 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                 merge_ports(p6, udp_ports(&conf, true))
             };
             flush_udp_conntrack(&p4, &p6);
-            drop(nf);
             Ok(())
         }
     }

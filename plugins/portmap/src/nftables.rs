@@ -530,8 +530,7 @@ fn list(v6: bool) -> Result<Option<Value>, PortmapError> {
 
 /// DEL in both families: one listing per family that has the table, one transaction for all
 /// removals. Returns `(ipv4 UDP ports, ipv6 UDP ports)` removed. Without `nft`, nothing can
-/// exist: success. With `nf`, everything goes over netlink (no process); the caller keeps it
-/// open while it flushes conntrack, since its release waits for the deletion's grace period.
+/// exist: success. With `nf`, everything goes over netlink (no process).
 pub fn del(
     nf: Option<&mut NfTables>,
     net: &str,

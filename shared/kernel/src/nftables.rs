@@ -12,9 +12,9 @@
 //!
 //! One caveat the kernel imposes: after a transaction that deleted something, the release
 //! of any `NETLINK_NETFILTER` socket (ours, or a tool's at exit) waits for the deferred
-//! destruction, which includes an RCU grace period (10–25 ms). Callers that also delete a
-//! veth (another grace period) can overlap the two by deleting the link while this handle is
-//! still open.
+//! destruction, which includes an RCU grace period (10–25 ms). This crate's sockets are
+//! therefore released by the kernel after the process is gone, not by the process (see
+//! `Socket`'s `Drop` in [`crate::netlink`]): dropping an [`NfTables`] never waits.
 
 use crate::netlink::{Builder, NetlinkError, Socket, attrs};
 use nix::errno::Errno;

@@ -8,8 +8,8 @@
 //!   masquerade chain and jump, the port-mapping chain and entries): over netlink (the
 //!   least the kernel needs), or as one `iptables-restore` (the least without netlink).
 //! * DEL floor: delete those rules in one nf_tables transaction over netlink, delete the veth
-//!   pair, release the netlink socket (the transaction's RCU grace period and the link's
-//!   overlap, as they do in the plugins).
+//!   pair, release the netlink socket (handed to the kernel, as in the plugins, so that the
+//!   transaction's RCU grace period is not waited for).
 //! * Components, each alone: the conntrack table walk a UDP mapping requires (ADD flushes
 //!   stale UDP entries), a veth delete, an add-only `iptables-restore`, a process start.
 //!

@@ -435,7 +435,7 @@ fn iptables_teardown_listed(
 
 impl Teardown<'_> {
     /// Waits for what was started and falls back to the listing where an exact removal did
-    /// not apply; then releases the nf_tables socket.
+    /// not apply.
     pub fn finish(mut self) -> Result<(), BridgeError> {
         let pending = std::mem::take(&mut self.pending);
         for p in pending {

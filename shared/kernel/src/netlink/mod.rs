@@ -97,9 +97,56 @@ pub(crate) struct Message {
 
 /// A raw netlink socket with request/ack and dump helpers.
 pub(crate) struct Socket {
-    fd: OwnedFd,
+    /// Always `Some` until dropped (taken by `Drop`).
+    fd: Option<OwnedFd>,
     seq: u32,
     buf: Vec<u8>,
+    /// `NETLINK_NETFILTER`: released by the kernel, not by the closing process (see `Drop`).
+    netfilter: bool,
+}
+
+/// Releasing a netfilter netlink socket makes nf_tables finish its deferred destruction of
+/// the namespace's deleted rules first, which waits for an RCU grace period (10–17 ms): the
+/// closing process, often exiting, blocks until then, although every change it made is long
+/// committed. So the last reference is handed to the kernel instead: the socket is sent, with
+/// one end of a new socket pair, into that same end (a reference cycle only the AF_UNIX
+/// garbage collector can break) and both ends are closed. Since Linux 6.8 the collector runs
+/// in a workqueue, so the release, and its wait, happen there after the process is gone; on
+/// older kernels the collector runs in the closing process, which then waits as before. On
+/// any failure the socket is simply closed.
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take()
+            && self.netfilter
+        {
+            release_in_background(fd);
+        }
+    }
+}
+
+fn release_in_background(fd: OwnedFd) {
+    use nix::sys::socket::{ControlMessage, UnixAddr, sendmsg, socketpair};
+    let Ok((inner, outer)) = socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) else {
+        return;
+    };
+    let fds = [fd.as_raw_fd(), inner.as_raw_fd()];
+    let _ = sendmsg::<UnixAddr>(
+        outer.as_raw_fd(),
+        &[std::io::IoSlice::new(&[0])],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    );
+    // Every descriptor but `outer` first: releasing `outer` schedules the collector, which
+    // must then find the socket and `inner` referenced only from `inner`'s queue.
+    drop(fd);
+    drop(inner);
+    drop(outer);
 }
 
 impl Socket {
@@ -114,17 +161,22 @@ impl Socket {
         .map_err(NetlinkError::Socket)?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
         Ok(Socket {
-            fd,
+            fd: Some(fd),
             seq: 0,
             buf: Vec::new(),
+            netfilter: protocol == SockProtocol::NetlinkNetFilter,
         })
     }
 
     /// Receives one datagram into `self.buf`, which grows to fit it: a peek learns its
     /// length first. A buffer sized for the largest possible answer up front (64 KiB, zeroed)
     /// was a sixth of a plugin's peak memory; this one takes what the answers need.
+    fn raw(&self) -> std::os::fd::RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
     fn recv_one(&mut self, flags: MsgFlags) -> Result<usize, Errno> {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.raw();
         let peek = flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
         let len = loop {
             match recv(fd, &mut [], peek) {
@@ -153,13 +205,8 @@ impl Socket {
         msg.extend_from_slice(&self.seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(payload);
-        sendto(
-            self.fd.as_raw_fd(),
-            &msg,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )
-        .map_err(NetlinkError::Socket)?;
+        sendto(self.raw(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())
+            .map_err(NetlinkError::Socket)?;
         Ok(self.seq)
     }
 
@@ -266,20 +313,17 @@ impl Socket {
         let buf = b.buf;
         // A netlink message must fit the socket's send buffer (default about 200 KiB);
         // large batches (thousands of port mappings) raise it, as nft does.
-        if buf.len() > 128 * 1024 {
+        if buf.len() > 128 * 1024
+            && let Some(fd) = &self.fd
+        {
             let _ = nix::sys::socket::setsockopt(
-                &self.fd,
+                fd,
                 nix::sys::socket::sockopt::SndBufForce,
                 &(buf.len() * 2),
             );
         }
-        sendto(
-            self.fd.as_raw_fd(),
-            &buf,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )
-        .map_err(NetlinkError::Socket)?;
+        sendto(self.raw(), &buf, &NetlinkAddr::new(0, 0), MsgFlags::empty())
+            .map_err(NetlinkError::Socket)?;
         let mut first_err: Option<Errno> = None;
         loop {
             let n = match self.recv_one(MsgFlags::MSG_DONTWAIT) {

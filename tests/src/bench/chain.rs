@@ -324,10 +324,10 @@ pub fn run(ctx: &mut Ctx) {
             .push("chain: reference plugins not installed; section skipped".into());
         return;
     };
-    let sizes: Vec<usize> = if ctx.quick {
-        vec![1, 10]
-    } else {
-        vec![1, 10, 100, 250]
+    let sizes: Vec<usize> = match &ctx.sizes {
+        Some(s) => s.clone(),
+        None if ctx.quick => vec![1, 10],
+        None => vec![1, 10, 100, 250],
     };
     let iters = ctx.iters(20);
     let floor_sb = std::sync::Arc::new(Sandbox::new());

@@ -69,6 +69,8 @@ pub struct Ctx {
     pub reference: Option<PathBuf>,
     /// Fewer iterations (for a smoke run).
     pub quick: bool,
+    /// Node sizes for the `chain` section instead of its own (`--sizes`).
+    pub sizes: Option<Vec<usize>>,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
 }

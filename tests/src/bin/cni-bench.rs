@@ -1,5 +1,6 @@
-//! `cni-bench [BIN_DIR] [--quick] [--only GROUP] [--json FILE] [--md FILE]`: the benchmark
-//! suite (`make bench`). Sections: `plugins`, `chain`, `floor`, `host-local`, `portmap`.
+//! `cni-bench [BIN_DIR] [--quick] [--only GROUP] [--sizes N,N...] [--json FILE] [--md FILE]`:
+//! the benchmark suite (`make bench`). Sections: `plugins`, `chain`, `floor`, `host-local`,
+//! `portmap`. `--sizes` replaces the node sizes of the `chain` section (1, 10, 100, 250).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,6 +15,7 @@ fn main() {
     let mut ours = PathBuf::from("target/release");
     let mut quick = false;
     let mut only: Option<String> = None;
+    let mut sizes: Option<Vec<usize>> = None;
     let mut json_out = PathBuf::from("bench-results/latest.json");
     let mut md_out = PathBuf::from("bench-results/latest.md");
     while let Some(a) = args.next() {
@@ -25,6 +27,15 @@ fn main() {
             }
             "--quick" => quick = true,
             "--only" => only = args.next(),
+            "--sizes" => {
+                let list = args.next().expect("--sizes N,N...");
+                let parsed: Vec<usize> = list
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--sizes: numbers of containers"))
+                    .collect();
+                assert!(parsed.iter().all(|&n| n >= 1), "--sizes: at least 1");
+                sizes = Some(parsed);
+            }
             "--json" => json_out = PathBuf::from(args.next().expect("--json FILE")),
             "--md" => md_out = PathBuf::from(args.next().expect("--md FILE")),
             other => ours = PathBuf::from(other),
@@ -38,6 +49,7 @@ fn main() {
         ours: std::fs::canonicalize(&ours).expect("binary dir"),
         reference: cni_testkit::reference_dir(),
         quick,
+        sizes,
         rows: Vec::new(),
         notes: Vec::new(),
     };

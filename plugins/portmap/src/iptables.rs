@@ -720,10 +720,14 @@ fn del_nf(nf: &mut NfTables, net: &str, container_id: &str, family: Family) -> O
         ] {
             let info = nf.chain(fam, TABLE, &chain).ok()?;
             let (entry_rules, chain_rules) = match &info {
-                Some(_) => (
-                    nf.rules(fam, TABLE, Some(entry)).ok()?,
-                    nf.rules(fam, TABLE, Some(&chain)).ok()?,
-                ),
+                Some(i) => {
+                    let own = nf.rules(fam, TABLE, Some(&chain)).ok()?;
+                    let jumps = match nf.jumps_by_handle(fam, TABLE, entry, &chain, i, &own) {
+                        Ok(Some(j)) => j,
+                        _ => nf.rules(fam, TABLE, Some(entry)).ok()?,
+                    };
+                    (jumps, own)
+                }
                 None => (Vec::new(), Vec::new()),
             };
             chains.push(ChainState {

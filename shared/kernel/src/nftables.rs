@@ -715,6 +715,71 @@ impl NfTables {
         Ok(Some(info))
     }
 
+    /// One rule by its handle, or `None` if `chain` has no rule with that handle.
+    pub fn rule(
+        &mut self,
+        family: NfFamily,
+        table: &str,
+        chain: &str,
+        handle: u64,
+    ) -> Result<Option<Rule>, NetlinkError> {
+        let mut b = Builder::new(&nfgenmsg(family.code(), 0));
+        b.str(NFTA_RULE_TABLE, table)
+            .str(NFTA_RULE_CHAIN, chain)
+            .attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
+        let op = format!("get rule {} {table} {chain} {handle}", family.name());
+        match self.sock.request(msg_type(NFT_MSG_GETRULE), 0, &b.buf, &op) {
+            Ok(msgs) => Ok(msgs
+                .iter()
+                .filter(|m| m.ty == msg_type(NFT_MSG_NEWRULE))
+                .find_map(|m| parse_rule(&m.payload))
+                .filter(|r| r.chain == chain)),
+            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every jump to `chain` in `entry`, found without listing `entry`, for a chain created
+    /// with its rules and its jumps in one transaction (as the plugins and `iptables-restore`
+    /// do): such a transaction numbers them in order, so the jumps are among the handles
+    /// right after the chain's own. `info` and `own` are the chain and its rules. `None`
+    /// when the jumps found there do not account for every reference to the chain (created
+    /// otherwise, or referenced from elsewhere): list `entry` then. On a node with hundreds
+    /// of containers this saves listing hundreds of rules, a few milliseconds.
+    pub fn jumps_by_handle(
+        &mut self,
+        family: NfFamily,
+        table: &str,
+        entry: &str,
+        chain: &str,
+        info: &ChainInfo,
+        own: &[Rule],
+    ) -> Result<Option<Vec<Rule>>, NetlinkError> {
+        /// More references than this: list instead.
+        const MAX_JUMPS: usize = 32;
+        let Some(expected) = (info.use_count as usize).checked_sub(own.len()) else {
+            return Ok(None);
+        };
+        if expected > MAX_JUMPS {
+            return Ok(None);
+        }
+        let mut jumps = Vec::with_capacity(expected);
+        let last = info.handle + (own.len() + expected) as u64;
+        for handle in info.handle + 1..=last {
+            if jumps.len() == expected {
+                break;
+            }
+            if own.iter().any(|r| r.handle == handle) {
+                continue;
+            }
+            match self.rule(family, table, entry, handle)? {
+                Some(r) if r.jump_target() == Some(chain) => jumps.push(r),
+                _ => return Ok(None),
+            }
+        }
+        Ok((jumps.len() == expected).then_some(jumps))
+    }
+
     /// The rules of one chain (or of the whole table with `chain = None`), in order. An
     /// absent table or chain has no rules.
     pub fn rules(

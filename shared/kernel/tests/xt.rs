@@ -200,3 +200,110 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
         let _ = argv(&[]);
     }
 }
+
+/// An `AppendRule` of `rule` (iptables argv) to `chain`, encoded as `iptables-nft` does.
+fn append(f: Family, chain: &str, rule: &str) -> Change {
+    let (exprs, compat) = xt::encode(&split_args(rule), f).unwrap();
+    Change::AppendRule {
+        family: f.nf_family(),
+        table: "nat".into(),
+        chain: chain.into(),
+        exprs,
+        compat: Some(compat),
+    }
+}
+
+#[test]
+fn jumps_to_a_chain_made_in_one_transaction_are_found_by_handle() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let f = Family::V4;
+    if !tools(f) {
+        eprintln!("skipped: iptables-nft not installed");
+        return;
+    }
+    let ns = NetNs::new_anonymous().unwrap();
+    let ipt = Iptables::new(f);
+    let nff = f.nf_family();
+    ns.run(|| {
+        let mut tx = base();
+        tx.declare_chain("POSTROUTING");
+        tx.append(
+            "CNI-HOSTPORT-DNAT",
+            &split_args("-p tcp --dport 9 -j CNI-X"),
+        );
+        ipt.restore(&tx).unwrap();
+        let mut nf = NfTables::open().unwrap();
+        let jump = |chain: &str| format!("-p tcp --dport 80 -j {chain}");
+        // portmap's layout: the chain, its rules, then its jumps.
+        let mut changes = vec![Change::AddChain {
+            family: nff,
+            table: "nat".into(),
+            chain: "CNI-DN-bbb".into(),
+        }];
+        changes.push(append(
+            f,
+            "CNI-DN-bbb",
+            "-p tcp --dport 80 -s 10.0.0.2 -j CNI-X",
+        ));
+        changes.push(append(
+            f,
+            "CNI-DN-bbb",
+            "-p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080",
+        ));
+        changes.push(append(f, "CNI-HOSTPORT-DNAT", &jump("CNI-DN-bbb")));
+        changes.push(append(
+            f,
+            "CNI-HOSTPORT-DNAT",
+            "-p udp --dport 53 -j CNI-DN-bbb",
+        ));
+        // bridge's layout: per address, the chain's two rules, then the jump.
+        changes.push(Change::AddChain {
+            family: nff,
+            table: "nat".into(),
+            chain: "CNI-ccc".into(),
+        });
+        for src in ["10.0.0.2", "10.1.0.2"] {
+            changes.push(append(f, "CNI-ccc", "-d 10.0.0.0/16 -j ACCEPT"));
+            changes.push(append(f, "CNI-ccc", "! -d 224.0.0.0/4 -j MASQUERADE"));
+            changes.push(append(f, "POSTROUTING", &format!("-s {src} -j CNI-ccc")));
+        }
+        nf.commit(&changes, None).unwrap();
+
+        for (entry, chain, n) in [
+            ("CNI-HOSTPORT-DNAT", "CNI-DN-bbb", 2),
+            ("POSTROUTING", "CNI-ccc", 2),
+        ] {
+            let info = nf.chain(nff, "nat", chain).unwrap().unwrap();
+            let own = nf.rules(nff, "nat", Some(chain)).unwrap();
+            let found = nf
+                .jumps_by_handle(nff, "nat", entry, chain, &info, &own)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{chain}: not found by handle"));
+            let listed: Vec<u64> = nf
+                .rules(nff, "nat", Some(entry))
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.jump_target() == Some(chain))
+                .map(|r| r.handle)
+                .collect();
+            assert_eq!(listed.len(), n);
+            assert_eq!(found.iter().map(|r| r.handle).collect::<Vec<_>>(), listed);
+        }
+
+        // A jump from another chain is a reference the probe cannot account for: `None`,
+        // and the caller lists.
+        ipt.run(&["-t", "nat", "-A", "CNI-X", "-j", "CNI-DN-bbb"])
+            .unwrap();
+        let info = nf.chain(nff, "nat", "CNI-DN-bbb").unwrap().unwrap();
+        let own = nf.rules(nff, "nat", Some("CNI-DN-bbb")).unwrap();
+        assert!(
+            nf.jumps_by_handle(nff, "nat", "CNI-HOSTPORT-DNAT", "CNI-DN-bbb", &info, &own)
+                .unwrap()
+                .is_none()
+        );
+    })
+    .unwrap();
+}

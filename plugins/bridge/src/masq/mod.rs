@@ -283,15 +283,24 @@ fn nf_teardown_family(
     let chain = names::chain_name(inst.net, inst.container_id);
     for _ in 0..3 {
         let generation = nf.generation().ok()?;
-        let info = nf.chain(f.nf_family(), iptables::TABLE, &chain).ok()?;
+        let fam = f.nf_family();
+        let info = nf.chain(fam, iptables::TABLE, &chain).ok()?;
         let (post, own) = match &info {
-            Some(_) => (
-                nf.rules(f.nf_family(), iptables::TABLE, Some("POSTROUTING"))
-                    .ok()?,
-                nf.rules(f.nf_family(), iptables::TABLE, Some(&chain))
-                    .ok()?
-                    .len(),
-            ),
+            Some(i) => {
+                let own = nf.rules(fam, iptables::TABLE, Some(&chain)).ok()?;
+                let jumps = match nf.jumps_by_handle(
+                    fam,
+                    iptables::TABLE,
+                    "POSTROUTING",
+                    &chain,
+                    i,
+                    &own,
+                ) {
+                    Ok(Some(j)) => j,
+                    _ => nf.rules(fam, iptables::TABLE, Some("POSTROUTING")).ok()?,
+                };
+                (jumps, own.len())
+            }
             None => (Vec::new(), 0),
         };
         let changes = iptables::plan_teardown_nf(

@@ -35,6 +35,8 @@ pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const HDR: usize = 16;
 const DUMP_RETRIES: usize = 10;
+/// The buffer a dump is received into: the kernel's largest dump datagram.
+const DUMP_BUF: usize = 32 * 1024;
 
 /// A netlink failure.
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +265,12 @@ impl Socket {
                     }),
                 }
             }
+            // More to come (a dump): the kernel sizes each further datagram by the largest
+            // buffer this socket has received into, up to 32 KiB. A buffer of that size means
+            // a few large datagrams instead of a round trip per handful of rules or links.
+            if self.buf.len() < DUMP_BUF {
+                self.buf.resize(DUMP_BUF, 0);
+            }
         }
     }
 
@@ -368,6 +376,12 @@ impl Socket {
         payload: &[u8],
         op: &str,
     ) -> Result<Vec<Message>, NetlinkError> {
+        // The kernel sizes each datagram of a dump by the largest buffer this socket has
+        // received into (up to 32 KiB): a buffer of that size up front means a few large
+        // datagrams instead of one round trip per handful of rules or links.
+        if self.buf.len() < DUMP_BUF {
+            self.buf.resize(DUMP_BUF, 0);
+        }
         for _ in 0..DUMP_RETRIES {
             let seq = self.send(ty, NLM_F_DUMP, payload)?;
             let (msgs, interrupted) = self.receive(seq, op)?;

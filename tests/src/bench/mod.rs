@@ -61,6 +61,15 @@ pub struct Row {
     pub extra: Value,
 }
 
+/// A pause after each measured DEL in the sections that time one plugin at a time (`plugins`,
+/// `portmap`). A DEL that removed rules leaves the kernel to destroy them after an RCU grace
+/// period, holding the namespace's nf_tables lock meanwhile (10–15 ms, more after thousands
+/// of rules); our plugins do not wait for that (the reference does, at exit), so a
+/// transaction started at once after it waits instead. The pause keeps each row the cost of
+/// its own plugin; the `chain` section needs none, the reference's round runs between two of
+/// ours.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Where the binaries are and what has been measured so far.
 pub struct Ctx {
     /// This project's release binaries.

@@ -4,7 +4,7 @@
 //! (2 mappings, a `prevResult` naming the container address; no bridge needed).
 
 use super::chain::{NET, bridge_conf, mappings, plugin_dir};
-use super::{Ctx, Stats, Worker, cni_env, exec, peak_rss_kib};
+use super::{Ctx, SETTLE, Stats, Worker, cni_env, exec, peak_rss_kib};
 use cni_testkit::{Netns, Node, TempDir};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,7 @@ impl Side {
             del["prevResult"] = out.json();
             let (out, d) = exec(&b, &cni_env("DEL", &id, &netns, &dir), &del.to_string());
             assert!(out.ok(), "bridge DEL: {out}");
+            std::thread::sleep(SETTLE);
             (a, d)
         })
     }
@@ -83,6 +84,7 @@ impl Side {
             assert!(out.ok(), "portmap ADD: {out}");
             let (out, d) = exec(&pm, &cni_env("DEL", &id, &netns, &dir), &conf);
             assert!(out.ok(), "portmap DEL: {out}");
+            std::thread::sleep(SETTLE);
             (a, d)
         })
     }

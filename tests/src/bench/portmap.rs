@@ -3,7 +3,7 @@
 //! backend), alternating in the same run; plus the number of processes each ADD and DEL
 //! starts, counted once per case with `strace -f` (not timed).
 
-use super::{Ctx, Stats};
+use super::{Ctx, SETTLE, Stats};
 use cni_testkit::{Netns, Node, run_plugin};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -126,14 +126,17 @@ pub fn run(ctx: &mut Ctx) {
             if i < our_iters {
                 oa.push(b.run(&ours, "ADD", &ipt, None));
                 od.push(b.run(&ours, "DEL", &ipt, None));
+                std::thread::sleep(SETTLE);
                 na.push(b.run(&ours, "ADD", &nftc, None));
                 nd.push(b.run(&ours, "DEL", &nftc, None));
+                std::thread::sleep(SETTLE);
             }
             if let Some(r) = &reference
                 && i < ref_iters
             {
                 ra.push(b.run(r, "ADD", &ref_conf, None));
                 rd.push(b.run(r, "DEL", &ref_conf, None));
+                std::thread::sleep(SETTLE);
             }
         }
         // Process counts (one untimed ADD+DEL each; the reference only up to 100 mappings).

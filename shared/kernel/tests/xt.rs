@@ -150,17 +150,7 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
             .unwrap();
         let changes: Vec<Change> = cases(f)
             .into_iter()
-            .map(|(chain, rule)| {
-                let (exprs, compat) = xt::encode(&split_args(rule), f)
-                    .unwrap_or_else(|| panic!("not encodable: {rule}"));
-                Change::AppendRule {
-                    family: f.nf_family(),
-                    table: "nat".into(),
-                    chain: chain.into(),
-                    exprs,
-                    compat: Some(compat),
-                }
-            })
+            .map(|(chain, rule)| append(f, chain, rule))
             .collect();
         for (c, (chain, rule)) in changes.iter().zip(cases(f)) {
             by_us
@@ -203,7 +193,8 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
 
 /// An `AppendRule` of `rule` (iptables argv) to `chain`, encoded as `iptables-nft` does.
 fn append(f: Family, chain: &str, rule: &str) -> Change {
-    let (exprs, compat) = xt::encode(&split_args(rule), f).unwrap();
+    let (exprs, compat) =
+        xt::encode(&split_args(rule), f).unwrap_or_else(|| panic!("not encodable: {rule}"));
     Change::AppendRule {
         family: f.nf_family(),
         table: "nat".into(),

@@ -35,8 +35,10 @@ pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const HDR: usize = 16;
 const DUMP_RETRIES: usize = 10;
-/// The buffer a dump is received into: the kernel's largest dump datagram.
+/// The buffer a large dump is received into: the kernel's largest dump datagram.
 const DUMP_BUF: usize = 32 * 1024;
+/// A dump datagram at least this large (half the kernel's default) announces a large dump.
+const DUMP_GROW_AT: usize = 2048;
 
 /// A netlink failure.
 #[derive(Debug, thiserror::Error)]
@@ -265,10 +267,12 @@ impl Socket {
                     }),
                 }
             }
-            // More to come (a dump): the kernel sizes each further datagram by the largest
-            // buffer this socket has received into, up to 32 KiB. A buffer of that size means
-            // a few large datagrams instead of a round trip per handful of rules or links.
-            if self.buf.len() < DUMP_BUF {
+            // More to come (a dump), and this datagram was a well-filled one (most dumps end
+            // with a small one holding DONE): the kernel sizes each further datagram by the
+            // largest buffer this socket has received into, up to 32 KiB. A buffer of that
+            // size means a few large datagrams instead of a round trip per handful of rules or
+            // links; small dumps keep a small buffer (memory of every invocation).
+            if n >= DUMP_GROW_AT && self.buf.len() < DUMP_BUF {
                 self.buf.resize(DUMP_BUF, 0);
             }
         }

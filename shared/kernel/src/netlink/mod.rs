@@ -172,13 +172,15 @@ impl Socket {
         })
     }
 
-    /// Receives one datagram into `self.buf`, which grows to fit it: a peek learns its
-    /// length first. A buffer sized for the largest possible answer up front (64 KiB, zeroed)
-    /// was a sixth of a plugin's peak memory; this one takes what the answers need.
+    /// The descriptor (-1 once dropped, which never happens while `self` is usable).
     fn raw(&self) -> std::os::fd::RawFd {
         self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
 
+    /// Receives one datagram into `self.buf`, which grows to fit it: a peek learns its
+    /// length first. A buffer sized for the largest possible answer up front (64 KiB, zeroed)
+    /// was a sixth of a plugin's peak memory; this one takes what the answers need (large
+    /// dumps grow it to 32 KiB, see `receive`).
     fn recv_one(&mut self, flags: MsgFlags) -> Result<usize, Errno> {
         let fd = self.raw();
         let peek = flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
@@ -380,12 +382,6 @@ impl Socket {
         payload: &[u8],
         op: &str,
     ) -> Result<Vec<Message>, NetlinkError> {
-        // The kernel sizes each datagram of a dump by the largest buffer this socket has
-        // received into (up to 32 KiB): a buffer of that size up front means a few large
-        // datagrams instead of one round trip per handful of rules or links.
-        if self.buf.len() < DUMP_BUF {
-            self.buf.resize(DUMP_BUF, 0);
-        }
         for _ in 0..DUMP_RETRIES {
             let seq = self.send(ty, NLM_F_DUMP, payload)?;
             let (msgs, interrupted) = self.receive(seq, op)?;

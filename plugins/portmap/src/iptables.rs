@@ -722,10 +722,7 @@ fn del_nf(nf: &mut NfTables, net: &str, container_id: &str, family: Family) -> O
             let (entry_rules, chain_rules) = match &info {
                 Some(i) => {
                     let own = nf.rules(fam, TABLE, Some(&chain)).ok()?;
-                    let jumps = match nf.jumps_by_handle(fam, TABLE, entry, &chain, i, &own) {
-                        Ok(Some(j)) => j,
-                        _ => nf.rules(fam, TABLE, Some(entry)).ok()?,
-                    };
+                    let jumps = nf.jumps_to(fam, TABLE, entry, &chain, i, &own).ok()?;
                     (jumps, own)
                 }
                 None => (Vec::new(), Vec::new()),

@@ -780,6 +780,25 @@ impl NfTables {
         Ok((jumps.len() == expected).then_some(jumps))
     }
 
+    /// Every jump to `chain` (`info`, with its rules `own`) in `entry`: by handle when it
+    /// can ([`NfTables::jumps_by_handle`]), otherwise from a listing of `entry`.
+    pub fn jumps_to(
+        &mut self,
+        family: NfFamily,
+        table: &str,
+        entry: &str,
+        chain: &str,
+        info: &ChainInfo,
+        own: &[Rule],
+    ) -> Result<Vec<Rule>, NetlinkError> {
+        if let Ok(Some(jumps)) = self.jumps_by_handle(family, table, entry, chain, info, own) {
+            return Ok(jumps);
+        }
+        let mut rules = self.rules(family, table, Some(entry))?;
+        rules.retain(|r| r.jump_target() == Some(chain));
+        Ok(rules)
+    }
+
     /// The rules of one chain (or of the whole table with `chain = None`), in order. An
     /// absent table or chain has no rules.
     pub fn rules(

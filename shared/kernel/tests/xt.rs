@@ -295,6 +295,16 @@ fn jumps_to_a_chain_made_in_one_transaction_are_found_by_handle() {
                 .unwrap()
                 .is_none()
         );
+        // `jumps_to` then lists `CNI-HOSTPORT-DNAT`: the same two jumps.
+        let listed = nf
+            .jumps_to(nff, "nat", "CNI-HOSTPORT-DNAT", "CNI-DN-bbb", &info, &own)
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed
+                .iter()
+                .all(|r| r.jump_target() == Some("CNI-DN-bbb") && r.chain == "CNI-HOSTPORT-DNAT")
+        );
     })
     .unwrap();
 }

@@ -335,10 +335,9 @@ impl Floor {
             // As the plugins do: the jumps by handle, the listing only if that fails.
             let info = nf.chain(f, "nat", target).expect("chain").expect("exists");
             let own = nf.rules(f, "nat", Some(target)).expect("rules");
-            let jumps = match nf.jumps_by_handle(f, "nat", entry, target, &info, &own) {
-                Ok(Some(j)) => j,
-                _ => nf.rules(f, "nat", Some(entry)).expect("rules"),
-            };
+            let jumps = nf
+                .jumps_to(f, "nat", entry, target, &info, &own)
+                .expect("rules");
             for r in jumps {
                 if r.jump_target() == Some(target.as_str()) {
                     changes.push(Change::DeleteRule {

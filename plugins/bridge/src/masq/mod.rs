@@ -288,17 +288,9 @@ fn nf_teardown_family(
         let (post, own) = match &info {
             Some(i) => {
                 let own = nf.rules(fam, iptables::TABLE, Some(&chain)).ok()?;
-                let jumps = match nf.jumps_by_handle(
-                    fam,
-                    iptables::TABLE,
-                    "POSTROUTING",
-                    &chain,
-                    i,
-                    &own,
-                ) {
-                    Ok(Some(j)) => j,
-                    _ => nf.rules(fam, iptables::TABLE, Some("POSTROUTING")).ok()?,
-                };
+                let jumps = nf
+                    .jumps_to(fam, iptables::TABLE, "POSTROUTING", &chain, i, &own)
+                    .ok()?;
                 (jumps, own.len())
             }
             None => (Vec::new(), 0),

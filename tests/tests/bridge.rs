@@ -1039,3 +1039,56 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
         nets[i % 2].del(a).unwrap();
     }
 }
+
+#[test]
+fn host_local_runs_in_process_only_when_it_is_this_build() {
+    require_root!();
+    let w = World::new("binproc");
+    let conf = w.conf(json!({}));
+    let ours = cni_testkit::bin("host-local");
+    let Some(id) = cni::elf::build_id(&mut std::fs::File::open(&ours).unwrap()) else {
+        panic!("{} has no build ID", ours.display());
+    };
+    // The first 4 KiB of our host-local: its headers and build ID, no code. Executed, it
+    // could not work, so a successful ADD through it proves that IPAM ran in-process.
+    let fake = TempDir::new("headonly");
+    let mut head = std::fs::read(&ours).unwrap();
+    head.truncate(4096);
+    let copy = fake.path().join("host-local");
+    std::fs::write(&copy, &head).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rt = w.runtime_with(conf.clone(), fake.path());
+    let c = w.node.container("binproc1");
+    let att = Attachment::new("inproc", &c.path());
+    let res = add_ok(&rt, &att);
+    assert_eq!(res["ips"].as_array().map(Vec::len), Some(2), "{res}");
+    let reserved = |ip: &Value| {
+        let addr = ip["address"].as_str().unwrap().split('/').next().unwrap();
+        std::fs::read_dir(w.data.path().join("mynet"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy() == addr)
+    };
+    assert!(reserved(&res["ips"][0]), "host-local's reservation on disk");
+    rt.check(&att).unwrap();
+    rt.del(&att).unwrap();
+    assert!(!reserved(&res["ips"][0]), "IPAM DEL ran too");
+    // What stays after a DEL (the bridge, the nat tables) is the state to come back to.
+    let before = w.snapshot();
+    assert!(before.ipam_files.is_empty(), "{before:?}");
+
+    // One byte of the build ID changed: now the file is executed (and cannot run), so ADD
+    // fails with the exec's error and leaves nothing behind.
+    let at = head
+        .windows(id.len())
+        .position(|x| x == id.as_slice())
+        .unwrap();
+    head[at] ^= 0xff;
+    std::fs::write(&copy, &head).unwrap();
+    let e = rt.add(&att).unwrap_err();
+    assert!(
+        e.error_msg().contains("host-local"),
+        "the exec's failure names the plugin: {e}"
+    );
+    assert_eq!(w.snapshot(), before);
+    assert_eq!(c.links(), vec!["lo".to_string()]);
+}

@@ -3,10 +3,17 @@
 //!
 //! Call this from a thread in the host network namespace: the child inherits the calling
 //! thread's namespace.
+//!
+//! A binary may carry a delegate compiled in ([`register_builtin`]: bridge carries
+//! host-local). When the file found on `CNI_PATH` is that delegate built from the same
+//! sources (its GNU build ID says so), it runs in a thread through the same [`skel`](crate::skel)
+//! dispatch, with the same environment, stdin and stdout, instead of in a child process: one
+//! process start (about 0.7 ms of CPU) less per call, and nothing else differs. Any other
+//! file, including another build of the same plugin, is executed.
 
 use crate::error::{CniError, Code};
 use crate::result::CniResult;
-use crate::skel::Request;
+use crate::skel::{Plugin, Request};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,9 +58,80 @@ pub fn exec(
 
 /// A delegated plugin that has been started and not waited for yet.
 pub struct Running {
-    child: std::process::Child,
+    delegate: Delegate,
     plugin_type: String,
     bin: PathBuf,
+}
+
+/// How a delegate runs: its binary in a child process, or this binary's copy of it in a
+/// thread (see [`Builtin`]).
+enum Delegate {
+    Child(std::process::Child),
+    Thread(std::thread::JoinHandle<(i32, Vec<u8>)>),
+}
+
+/// A plugin compiled into this binary that may run in-process in place of its binary on
+/// `CNI_PATH`: only when that binary carries `build_id`, i.e. was built from the same sources
+/// by the same compiler, so that running it in a thread does exactly what executing it would
+/// (same environment, stdin, stdout and exit status; stderr is shared) minus the process.
+pub struct Builtin {
+    /// The `type` it answers to (`host-local`).
+    pub plugin_type: &'static str,
+    pub plugin: &'static (dyn Plugin + Sync),
+    /// The GNU build ID (lowercase hex) the plugin's own binary has when built from these
+    /// sources.
+    pub build_id: &'static str,
+}
+
+static BUILTIN: std::sync::OnceLock<Builtin> = std::sync::OnceLock::new();
+
+/// Registers this binary's [`Builtin`] (once, before dispatch; later calls are ignored).
+pub fn register_builtin(b: Builtin) {
+    let _ = BUILTIN.set(b);
+}
+
+/// The registered builtin for `plugin_type`, if `bin` is its binary built from these sources
+/// and executable (so that executing it would have run the same code).
+fn builtin_for(bin: &std::path::Path, plugin_type: &str) -> Option<&'static Builtin> {
+    use std::os::unix::fs::PermissionsExt;
+    let b = BUILTIN.get().filter(|b| b.plugin_type == plugin_type)?;
+    let mut f = std::fs::File::open(bin).ok()?;
+    if f.metadata().ok()?.permissions().mode() & 0o111 == 0 {
+        return None;
+    }
+    let id = crate::elf::build_id(&mut f)?;
+    let hex: String = id.iter().map(|x| format!("{x:02x}")).collect();
+    (hex == b.build_id).then_some(b)
+}
+
+/// The [`Io`](crate::skel::Io) of an in-process delegate: the process environment with
+/// `CNI_COMMAND` replaced, the given stdin, stdout captured, stderr shared.
+struct DelegateIo {
+    command: String,
+    stdin: Vec<u8>,
+    stdout: Vec<u8>,
+}
+
+impl crate::skel::Io for DelegateIo {
+    fn var(&self, key: &str) -> Option<String> {
+        if key == "CNI_COMMAND" {
+            Some(self.command.clone())
+        } else {
+            std::env::var(key).ok()
+        }
+    }
+    fn read_stdin(&mut self) -> std::io::Result<Vec<u8>> {
+        Ok(std::mem::take(&mut self.stdin))
+    }
+    fn write_stdout(&mut self, s: &str) {
+        self.stdout.extend_from_slice(s.as_bytes());
+    }
+    fn write_stderr(&mut self, s: &str) {
+        let _ = std::io::stderr().write_all(s.as_bytes());
+    }
+    fn is_own_netns(&self, netns_path: &str) -> bool {
+        crate::skel::ProcessIo.is_own_netns(netns_path)
+    }
 }
 
 /// Starts `plugin_type` like [`exec`] and returns without waiting, so that the caller can
@@ -85,6 +163,27 @@ pub fn start_bin(
     command: &str,
     stdin: &[u8],
 ) -> Result<Running, CniError> {
+    if let Some(b) = builtin_for(bin, plugin_type) {
+        let mut io = DelegateIo {
+            command: command.to_string(),
+            stdin: stdin.to_vec(),
+            stdout: Vec::new(),
+        };
+        let plugin = b.plugin;
+        // A new thread starts in the calling thread's network namespace, as a child would.
+        let handle = std::thread::Builder::new()
+            .name(plugin_type.to_string())
+            .spawn(move || {
+                let code = crate::skel::dispatch_guarded(plugin, &mut io);
+                (code, io.stdout)
+            })
+            .map_err(|e| CniError::internal(format!("failed to run {}: {e}", bin.display())))?;
+        return Ok(Running {
+            delegate: Delegate::Thread(handle),
+            plugin_type: plugin_type.to_string(),
+            bin: bin.to_path_buf(),
+        });
+    }
     let mut child = Command::new(bin)
         .env("CNI_COMMAND", command)
         .stdin(Stdio::piped())
@@ -97,7 +196,7 @@ pub fn start_bin(
         let _ = input.write_all(stdin);
     }
     Ok(Running {
-        child,
+        delegate: Delegate::Child(child),
         plugin_type: plugin_type.to_string(),
         bin: bin.to_path_buf(),
     })
@@ -107,26 +206,38 @@ impl Running {
     /// Waits for the delegate; its stdout on success, its error object otherwise.
     pub fn wait(self) -> Result<Vec<u8>, CniError> {
         let Running {
-            child,
+            delegate,
             plugin_type,
             bin,
         } = self;
-        let out = child.wait_with_output().map_err(|e| {
+        let waited = |e: &dyn std::fmt::Display| {
             CniError::internal(format!("failed to wait for {}: {e}", bin.display()))
-        })?;
-        if out.status.success() {
-            return Ok(out.stdout);
-        }
-        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        };
+        let (status, stdout) = match delegate {
+            Delegate::Child(child) => {
+                let out = child.wait_with_output().map_err(|e| waited(&e))?;
+                if out.status.success() {
+                    return Ok(out.stdout);
+                }
+                (out.status.to_string(), out.stdout)
+            }
+            Delegate::Thread(handle) => {
+                let (code, stdout) = handle.join().map_err(|_| waited(&"it panicked"))?;
+                if code == 0 {
+                    return Ok(stdout);
+                }
+                (format!("exit status: {code}"), stdout)
+            }
+        };
+        if stdout.iter().all(u8::is_ascii_whitespace) {
             return Err(CniError::internal(format!(
-                "netplugin {plugin_type} failed with no error message: {}",
-                out.status
+                "netplugin {plugin_type} failed with no error message: {status}"
             )));
         }
-        Err(parse_error(&out.stdout).unwrap_or_else(|| {
+        Err(parse_error(&stdout).unwrap_or_else(|| {
             CniError::internal(format!(
                 "netplugin {plugin_type} failed but error parsing its diagnostic message {:?}",
-                String::from_utf8_lossy(&out.stdout)
+                String::from_utf8_lossy(&stdout)
             ))
         }))
     }
@@ -297,6 +408,74 @@ mod tests {
         std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = exec("ok", "DEL", &[dir.display().to_string()], b"in\n").unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "DEL in\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A plugin answering only VERSION (through skel), for the in-process tests.
+    struct Versioned;
+    impl Plugin for Versioned {
+        fn name(&self) -> &'static str {
+            "versioned"
+        }
+        fn add(&self, _: &Request) -> Result<CniResult, CniError> {
+            Err(CniError::internal("not used"))
+        }
+        fn del(&self, _: &Request) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _: &Request) -> Result<(), CniError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_binary_with_the_builtins_build_id_runs_in_process_and_no_other() {
+        use std::os::unix::fs::PermissionsExt;
+        // The test binary's own build ID stands for the builtin's; a copy of its first 4 KiB
+        // (headers and notes) carries it but cannot run, so a success proves no exec.
+        let exe = std::env::current_exe().unwrap();
+        let Some(id) = crate::elf::build_id(&mut std::fs::File::open(&exe).unwrap()) else {
+            eprintln!("note: this test binary has no build ID; skipped");
+            return;
+        };
+        let hex: String = id.iter().map(|x| format!("{x:02x}")).collect();
+        register_builtin(Builtin {
+            plugin_type: "builtin-ipam",
+            plugin: &Versioned,
+            build_id: Box::leak(hex.into_boxed_str()),
+        });
+        let dir = std::env::temp_dir().join(format!("cni-builtin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut head = std::fs::read(&exe).unwrap();
+        head.truncate(4096);
+        let copy = dir.join("builtin-ipam");
+        std::fs::write(&copy, &head).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = [dir.display().to_string()];
+        let out = exec("builtin-ipam", "VERSION", &path, b"").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            crate::skel::version_reply()
+        );
+
+        // Not executable: executing it would fail, so running it in-process must not happen.
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(exec("builtin-ipam", "VERSION", &path, b"").is_err());
+
+        // Another type with the same file is never the builtin.
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let other = dir.join("other-ipam");
+        std::fs::copy(&copy, &other).unwrap();
+        assert!(exec("other-ipam", "VERSION", &path, b"").is_err());
+
+        // Another build ID (one byte changed): the file is executed, and fails to run.
+        let at = head
+            .windows(id.len())
+            .position(|w| w == id.as_slice())
+            .unwrap();
+        head[at] ^= 0xff;
+        std::fs::write(&copy, &head).unwrap();
+        assert!(exec("builtin-ipam", "VERSION", &path, b"").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

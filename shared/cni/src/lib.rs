@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod config;
+pub mod elf;
 pub mod env;
 pub mod error;
 pub mod gc;

@@ -256,8 +256,13 @@ pub fn run(plugin: &dyn Plugin) -> ! {
     std::panic::set_hook(Box::new(|info| {
         let _ = writeln!(std::io::stderr(), "internal error: {info}");
     }));
-    let mut io = ProcessIo;
-    let code = match catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &mut ProcessIo))) {
+    std::process::exit(dispatch_guarded(plugin, &mut ProcessIo))
+}
+
+/// [`dispatch`], with a panic turned into a code-999 error object on `io`'s stdout (exit
+/// status 1), as [`run`] does for a whole process.
+pub fn dispatch_guarded(plugin: &dyn Plugin, io: &mut dyn Io) -> i32 {
+    match catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &mut *io))) {
         Ok(code) => code,
         Err(payload) => {
             let what = payload
@@ -269,8 +274,7 @@ pub fn run(plugin: &dyn Plugin) -> ! {
             io.write_stdout(&e.to_json(CURRENT));
             1
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 #[cfg(test)]

@@ -126,7 +126,8 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
 
     endpoint::ensure_ifname_free(&mut ctr, ifname)?;
     let mut undo = Undo::new(req);
-    // IPAM allocates (in its own process) while the network and the endpoint are set up.
+    // IPAM allocates (in its own process, or in a thread when it is our own host-local) while
+    // the network and the endpoint are set up.
     // Declared after `undo`, so dropped first: on an early error it is waited for before
     // the rollback's IPAM DEL. SPEC §4: a delegate that failed ADD is sent DEL too.
     let pending_ipam = match Ipam::of(req) {

@@ -152,7 +152,15 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
             name: conf.bridge.clone(),
         });
     }
-    let ep = endpoint::create(&mut host, &mut ctr, &sandbox_ns, ifname, conf.mtu, conf.mac)?;
+    let ep = endpoint::create(
+        &mut host,
+        &mut ctr,
+        &sandbox_ns,
+        ifname,
+        conf.mtu,
+        conf.mac,
+        Some(br.index),
+    )?;
     undo.push(Step::DeleteVeth {
         name: ep.host.name.clone(),
     });

@@ -51,6 +51,11 @@ pub fn ensure_ifname_free(ctr: &mut Netlink, ifname: &str) -> Result<(), BridgeE
 
 /// Creates the veth pair from the host handle with the peer born in `sandbox`. A collision on
 /// the random host name is retried; an existing `ifname` in the sandbox is an error.
+///
+/// With `bridge`, the host end is created up and already a port of it (one request instead
+/// of three; [`attach`] skips what is done). If that request fails for another reason than a
+/// name collision, the pair is created plainly, so that [`attach`]'s steps report the error
+/// as they always did.
 pub fn create(
     host: &mut Netlink,
     ctr: &mut Netlink,
@@ -58,7 +63,9 @@ pub fn create(
     ifname: &str,
     mtu: u32,
     mac: Option<[u8; 6]>,
+    bridge: Option<u32>,
 ) -> Result<Endpoint, BridgeError> {
+    let mut master = bridge;
     for _ in 0..NAME_ATTEMPTS {
         let name = random_veth_name()?;
         let spec = VethSpec {
@@ -67,8 +74,21 @@ pub fn create(
             peer_netns: Some(sandbox.fd()),
             mtu,
             peer_mac: mac,
+            up: master.is_some(),
+            master,
         };
-        match host.create_veth(&spec) {
+        let created = match host.create_veth(&spec) {
+            Err(e) if master.is_some() && !e.is_exists() => {
+                master = None;
+                host.create_veth(&VethSpec {
+                    up: false,
+                    master: None,
+                    ..spec
+                })
+            }
+            other => other,
+        };
+        match created {
             Ok(()) => {
                 let h = host
                     .link_by_name(&name)
@@ -120,19 +140,23 @@ pub fn create(
     )))
 }
 
-/// Makes the host end a port of the bridge: up, no router advertisements, master, hairpin,
-/// isolation and VLANs.
+/// Makes the host end a port of the bridge: up, no router advertisements, master (the first
+/// and the last unless [`create`] did them), hairpin, isolation and VLANs.
 pub fn attach(nl: &mut Netlink, host: &Link, br: &Link, conf: &Config) -> Result<(), BridgeError> {
     let name = &host.name;
-    nl.set_up(host.index, true)
-        .map_err(|e| BridgeError::netlink(format!("failed to set {name:?} up"), e))?;
+    if !host.is_up() {
+        nl.set_up(host.index, true)
+            .map_err(|e| BridgeError::netlink(format!("failed to set {name:?} up"), e))?;
+    }
     let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
-    nl.set_master(host.index, br.index).map_err(|e| {
-        BridgeError::netlink(
-            format!("failed to connect {name:?} to bridge {}", br.name),
-            e,
-        )
-    })?;
+    if host.master != Some(br.index) {
+        nl.set_master(host.index, br.index).map_err(|e| {
+            BridgeError::netlink(
+                format!("failed to connect {name:?} to bridge {}", br.name),
+                e,
+            )
+        })?;
+    }
     nl.set_bridge_port(
         host.index,
         conf.hairpin,

@@ -204,6 +204,8 @@ pub fn ensure_vlan_gateway(
             peer_netns: None,
             mtu: br.mtu,
             peer_mac: None,
+            up: false,
+            master: None,
         }) {
             Ok(()) => {
                 peer = candidate;

@@ -49,6 +49,8 @@ fn veth_peer_is_born_in_the_sandbox_and_addresses_and_routes_apply() {
         peer_netns: Some(ctr.fd()),
         mtu: 1400,
         peer_mac: parse_mac("02:11:22:33:44:55"),
+        up: false,
+        master: None,
     })
     .unwrap();
     // The container end exists only in the container; the host has no eth0.

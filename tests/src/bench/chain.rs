@@ -340,8 +340,12 @@ pub fn run(ctx: &mut Ctx) {
         s.del.clear();
     }
     for &n in &sizes {
+        let before = ours.background.len() + theirs.background.len();
         for s in [&mut ours, &mut theirs] {
             s.fill_to(n - 1);
+        }
+        if ours.background.len() + theirs.background.len() > before {
+            std::thread::sleep(super::SETTLE_AFTER_FILL);
         }
         for i in 0..iters {
             if i % 2 == 0 {
@@ -419,7 +423,10 @@ pub fn run(ctx: &mut Ctx) {
     ctx.notes.push(format!(
         "chain: bridge (isGateway, ipMasq, hairpinMode; host-local /16) + portmap (1 TCP + 1 UDP \
          mapping; `chain tcp`: 2 TCP mappings, so no conntrack flush), cniVersion 1.0.0; {iters} \
-         alternating iterations per size; N - 1 containers attached before timing ({}/{})",
-        ours.label, theirs.label
+         alternating iterations per size; N - 1 containers attached before timing, then {} s \
+         for their interfaces' IPv6 start-up traffic to pass ({}/{})",
+        super::SETTLE_AFTER_FILL.as_secs(),
+        ours.label,
+        theirs.label
     ));
 }

@@ -292,11 +292,10 @@ impl Floor {
             peer_netns: Some(sb.fd()),
             mtu: 0,
             peer_mac: None,
+            up: true,
+            master: Some(self.br),
         })
         .expect("veth");
-        let h = nl.link_by_name("vfloor").expect("lookup").expect("veth");
-        nl.set_up(h.index, true).expect("up");
-        nl.set_master(h.index, self.br).expect("master");
         let addr: IpNet = format!("{ip}/16").parse().expect("addr");
         sb.run(move || {
             let mut c = Netlink::current().expect("netlink in sandbox");
@@ -432,6 +431,8 @@ pub fn run(ctx: &mut Ctx) {
                 peer_netns: Some(s.ns().fd()),
                 mtu: 0,
                 peer_mac: None,
+                up: false,
+                master: None,
             })
             .expect("veth");
             let h = nl.link_by_name("vfloor").expect("lookup").expect("veth");

@@ -110,6 +110,10 @@ pub struct VethSpec<'a> {
     pub mtu: u32,
     /// MAC of the peer end, if requested.
     pub peer_mac: Option<[u8; 6]>,
+    /// Bring this end up in the same request (saves a request and an RTNL round).
+    pub up: bool,
+    /// Make this end a port of that bridge in the same request (`IFLA_MASTER`).
+    pub master: Option<u32>,
 }
 
 fn ifinfomsg(family: u8, index: u32, flags: u32, change: u32) -> [u8; 16] {
@@ -293,11 +297,17 @@ impl Netlink {
     }
 
     /// Creates a veth pair; the peer is born directly in `spec.peer_netns` if given.
+    /// With `up` or `master`, the kernel brings this end up and then attaches it, or fails
+    /// the whole request (and creates nothing).
     pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
-        let mut b = Builder::new(&ifinfomsg(AF_UNSPEC, 0, 0, 0));
+        let up = if spec.up { IFF_UP } else { 0 };
+        let mut b = Builder::new(&ifinfomsg(AF_UNSPEC, 0, up, up));
         b.str(IFLA_IFNAME, spec.name);
         if spec.mtu > 0 {
             b.u32(IFLA_MTU, spec.mtu);
+        }
+        if let Some(m) = spec.master {
+            b.u32(IFLA_MASTER, m);
         }
         b.nest(IFLA_LINKINFO, true, |b| {
             b.str(IFLA_INFO_KIND, "veth");

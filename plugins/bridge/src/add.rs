@@ -198,7 +198,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         }
         let gws = calc_gateways(&mut result, &conf);
         let has_v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
-        sandbox::write_sysctls(&inside, ifname, conf.enable_dad, has_v6)?;
+        sandbox::write_sysctls(&inside, &mut ctr, &ep.container, conf.enable_dad, has_v6)?;
         sandbox::configure(&mut ctr, &ep.container, &result)?;
 
         if conf.is_gateway {
@@ -233,7 +233,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
                     }
                 }
                 if !list.is_empty() {
-                    network::enable_forwarding(v4)?;
+                    network::enable_forwarding(&mut host, v4)?;
                 }
             }
         }

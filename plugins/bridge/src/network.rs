@@ -103,8 +103,12 @@ fn setup_bridge(
         nl.set_promisc(br.index, true)
             .map_err(|e| fail(format!("could not set promiscuous mode on {name:?}: {e}")))?;
     }
-    // We own the routes of this interface; errors are ignored as in the reference.
-    let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    // We own the routes of this interface; errors are ignored as in the reference. Written
+    // only when the link says it is not 0 already (a /proc/sys lookup costs more the more
+    // namespaces the machine has).
+    if br.accept_ra != Some(0) {
+        let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    }
     if !br.is_up() {
         nl.set_up(br.index, true).map_err(|e| fail(e.to_string()))?;
     }
@@ -238,9 +242,12 @@ pub fn ensure_vlan_gateway(
     Ok(gw)
 }
 
-/// Enables forwarding for a family in the calling thread's (host) namespace, writing only if
-/// it is not already on.
-pub fn enable_forwarding(v4: bool) -> Result<(), BridgeError> {
+/// Enables forwarding for a family in `nl`'s (host) namespace, the calling thread's too,
+/// writing only if it is not already on (asked over netlink, else read from /proc).
+pub fn enable_forwarding(nl: &mut Netlink, v4: bool) -> Result<(), BridgeError> {
+    if nl.forwarding(v4).unwrap_or(false) {
+        return Ok(());
+    }
     let key = if v4 {
         "net/ipv4/ip_forward"
     } else {

@@ -5,7 +5,7 @@
 
 use crate::error::BridgeError;
 use cni::{CniResult, IpConfig};
-use cni_kernel::netlink::Link;
+use cni_kernel::netlink::{IPV4_DEVCONF_ARP_NOTIFY, Link};
 use cni_kernel::{Inside, Netlink, RouteSpec, sysctl};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -29,13 +29,20 @@ pub fn family_gateway(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
 /// DAD (`accept_dad=0` unless `enable_dad`), `arp_notify`, and, when IPv6 is used,
 /// `disable_ipv6=0` on `lo` and the interface, `keep_addr_on_down=1` and `accept_ra=0` (routes
 /// come from IPAM only; a router advertisement must not add SLAAC addresses).
+///
+/// `arp_notify` is set over netlink (`ctr`), unless the link has it already: one `/proc/sys`
+/// lookup less, and those cost more the more namespaces the machine has.
 pub fn write_sysctls(
     sandbox: &Inside,
-    ifname: &str,
+    ctr: &mut Netlink,
+    link: &Link,
     enable_dad: bool,
     has_v6: bool,
 ) -> Result<(), BridgeError> {
-    let ifname = ifname.to_string();
+    if link.arp_notify != Some(true) {
+        let _ = ctr.set_ipv4_conf(link.index, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)]);
+    }
+    let ifname = link.name.clone();
     sandbox
         .run(move || {
             if enable_dad {
@@ -44,7 +51,6 @@ pub fn write_sysctls(
             } else {
                 let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
             }
-            let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
             if has_v6 {
                 for i in ["lo", ifname.as_str()] {
                     let _ = sysctl::ensure(&format!("net/ipv6/conf/{i}/disable_ipv6"), "0");

@@ -69,10 +69,10 @@ fn flush_udp_conntrack(v4: &[u16], v6: &[u16]) {
 }
 
 /// The node interface that routes to `ip` (with bridge: the bridge), if any.
-fn routable_host_if(ip: std::net::IpAddr) -> Option<String> {
+fn routable_host_if(ip: std::net::IpAddr) -> Option<cni_kernel::netlink::Link> {
     let mut nl = cni_kernel::Netlink::current().ok()?;
     let idx = nl.route_get_oif(ip).ok()??;
-    nl.link_by_index(idx).ok()?.map(|l| l.name)
+    nl.link_by_index(idx).ok()?
 }
 
 fn localnet_sysctl(ifname: &str) -> String {
@@ -87,9 +87,14 @@ fn enable_localnet(conf: &Config, ips: &ContainerIps) -> Result<(), PortmapError
         return Ok(());
     }
     let Some(v4) = ips.v4 else { return Ok(()) };
-    let Some(ifname) = routable_host_if(v4.addr()) else {
+    let Some(link) = routable_host_if(v4.addr()) else {
         return Ok(());
     };
+    // Already on (every ADD after the first): the link says so, no /proc/sys lookup.
+    if link.route_localnet == Some(true) {
+        return Ok(());
+    }
+    let ifname = link.name;
     cni_kernel::sysctl::ensure(&localnet_sysctl(&ifname), "1")
         .map_err(|e| PortmapError::Localnet(format!("{ifname}: {e}")))
 }
@@ -259,11 +264,12 @@ fn check(req: &Request) -> Result<(), PortmapError> {
     }
     if conf.snat
         && let Some(v4) = ips.v4
-        && let Some(ifname) = routable_host_if(v4.addr())
-        && cni_kernel::sysctl::read(&localnet_sysctl(&ifname)).is_ok_and(|v| v != "1")
+        && let Some(link) = routable_host_if(v4.addr())
+        && cni_kernel::sysctl::read(&localnet_sysctl(&link.name)).is_ok_and(|v| v != "1")
     {
         return Err(PortmapError::Check(format!(
-            "route_localnet is not enabled on {ifname}"
+            "route_localnet is not enabled on {}",
+            link.name
         )));
     }
     Ok(())

@@ -199,6 +199,51 @@ fn sysctls_follow_the_thread_into_another_namespace() {
     );
 }
 
+#[test]
+fn interface_and_forwarding_settings_over_netlink_match_the_sysctls() {
+    use cni_kernel::netlink::{IPV4_DEVCONF_ARP_NOTIFY, IPV4_DEVCONF_ROUTE_LOCALNET};
+    require_root!();
+    let ns = NetNs::new_anonymous().unwrap();
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    nl.create_bridge("tbr1", 0, false).unwrap();
+    let br = nl.link_by_name("tbr1").unwrap().unwrap();
+    let sys = |k: &str| ns.run(|| sysctl::read(k).unwrap()).unwrap();
+    let set = |k: &str, v: &str| ns.run(|| sysctl::write(k, v).unwrap()).unwrap();
+    // Defaults as /proc shows them.
+    assert_eq!(
+        br.accept_ra.map(|v| v.to_string()),
+        Some(sys("net/ipv6/conf/tbr1/accept_ra"))
+    );
+    assert_eq!(br.arp_notify, Some(false));
+    assert_eq!(br.route_localnet, Some(false));
+    assert!(!nl.forwarding(true).unwrap());
+    assert!(!nl.forwarding(false).unwrap());
+    // Written through /proc, read over netlink.
+    set("net/ipv6/conf/tbr1/accept_ra", "0");
+    set("net/ipv4/conf/tbr1/route_localnet", "1");
+    set("net/ipv4/ip_forward", "1");
+    let br = nl.link_by_index(br.index).unwrap().unwrap();
+    assert_eq!(br.accept_ra, Some(0));
+    assert_eq!(br.route_localnet, Some(true));
+    assert_eq!(br.arp_notify, Some(false));
+    assert!(nl.forwarding(true).unwrap());
+    assert!(!nl.forwarding(false).unwrap());
+    set("net/ipv6/conf/all/forwarding", "1");
+    assert!(nl.forwarding(false).unwrap());
+    // Written over netlink, read through /proc.
+    nl.set_ipv4_conf(br.index, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+        .unwrap();
+    assert_eq!(sys("net/ipv4/conf/tbr1/arp_notify"), "1");
+    nl.set_ipv4_conf(br.index, &[(IPV4_DEVCONF_ROUTE_LOCALNET, 0)])
+        .unwrap();
+    assert_eq!(sys("net/ipv4/conf/tbr1/route_localnet"), "0");
+    let br = nl.link_by_index(br.index).unwrap().unwrap();
+    assert_eq!(
+        (br.arp_notify, br.route_localnet),
+        (Some(true), Some(false))
+    );
+}
+
 /// `NETLINK_NETFILTER` sockets open in the calling thread's namespace.
 fn netfilter_sockets() -> usize {
     std::fs::read_to_string("/proc/thread-self/net/netlink")

@@ -24,6 +24,16 @@ const IFLA_AF_SPEC: u16 = 26;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_EXT_MASK: u16 = 29;
 
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IFLA_INET_CONF: u16 = 1;
+const IFLA_INET6_CONF: u16 = 2;
+/// `IPV4_DEVCONF_*` (1-based; `IFLA_INET_CONF` holds them from index 0 as u32).
+pub const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+pub const IPV4_DEVCONF_ROUTE_LOCALNET: u16 = 26;
+/// `DEVCONF_ACCEPT_RA` (0-based; `IFLA_INET6_CONF` holds s32 values).
+const DEVCONF_ACCEPT_RA: usize = 3;
+
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_INFO_SLAVE_KIND: u16 = 4;
@@ -81,6 +91,13 @@ pub struct Link {
     pub isolated: Option<bool>,
     /// Bridges: `vlan_filtering`.
     pub vlan_filtering: Option<bool>,
+    /// `net.ipv6.conf.<link>.accept_ra`, when the link has IPv6 (read from `IFLA_AF_SPEC`,
+    /// which saves a `/proc/sys` lookup: those cost more the more namespaces exist).
+    pub accept_ra: Option<i32>,
+    /// `net.ipv4.conf.<link>.arp_notify`, when the link has IPv4.
+    pub arp_notify: Option<bool>,
+    /// `net.ipv4.conf.<link>.route_localnet`, when the link has IPv4.
+    pub route_localnet: Option<bool>,
 }
 
 impl Link {
@@ -168,9 +185,30 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         hairpin: None,
         isolated: None,
         vlan_filtering: None,
+        accept_ra: None,
+        arp_notify: None,
+        route_localnet: None,
     };
     for (ty, data) in attrs(&payload[16..]) {
         match ty {
+            IFLA_AF_SPEC => {
+                for (family, conf) in attrs(data) {
+                    for (cty, values) in attrs(conf) {
+                        let at = |i: usize| values.get(i * 4..i * 4 + 4).and_then(attr_u32);
+                        match (family, cty) {
+                            (AF_INET, IFLA_INET_CONF) => {
+                                let v4 = |id: u16| at(usize::from(id) - 1).map(|v| v != 0);
+                                link.arp_notify = v4(IPV4_DEVCONF_ARP_NOTIFY);
+                                link.route_localnet = v4(IPV4_DEVCONF_ROUTE_LOCALNET);
+                            }
+                            (AF_INET6, IFLA_INET6_CONF) => {
+                                link.accept_ra = at(DEVCONF_ACCEPT_RA).map(|v| v as i32);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
             IFLA_IFNAME => link.name = attr_str(data),
             IFLA_ADDRESS => link.mac = format_mac(data),
             IFLA_MTU => link.mtu = attr_u32(data).unwrap_or(0),
@@ -356,6 +394,28 @@ impl Netlink {
         let mut b = Builder::new(&ifinfomsg(AF_UNSPEC, index, flags, change));
         attrs(&mut b);
         self.sock.request(RTM_SETLINK, 0, &b.buf, op).map(|_| ())
+    }
+
+    /// Sets IPv4 per-interface settings (`net.ipv4.conf.<link>.*`) by `IPV4_DEVCONF_*` id, as
+    /// writing the sysctls would, without a `/proc/sys` lookup.
+    pub fn set_ipv4_conf(&mut self, index: u32, values: &[(u16, u32)]) -> Result<(), NetlinkError> {
+        self.set_link(
+            index,
+            0,
+            0,
+            &format!("set ipv4 conf of link #{index}"),
+            |b| {
+                b.nest(IFLA_AF_SPEC, false, |b| {
+                    b.nest(AF_INET, false, |b| {
+                        b.nest(IFLA_INET_CONF, false, |b| {
+                            for &(id, v) in values {
+                                b.u32(id, v);
+                            }
+                        });
+                    });
+                });
+            },
+        )
     }
 
     /// Sets the link administratively up or down.

@@ -6,11 +6,13 @@
 
 mod addr;
 mod link;
+mod netconf;
 mod route;
 
 pub use addr::{Address, IFA_F_DADFAILED, IFA_F_TENTATIVE};
 pub use link::{
-    Link, LinkKind, OPER_UP, VLAN_PVID, VLAN_UNTAGGED, VethSpec, format_mac, parse_mac,
+    IPV4_DEVCONF_ARP_NOTIFY, IPV4_DEVCONF_ROUTE_LOCALNET, Link, LinkKind, OPER_UP, VLAN_PVID,
+    VLAN_UNTAGGED, VethSpec, format_mac, parse_mac,
 };
 pub use route::RouteSpec;
 

@@ -186,6 +186,10 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         spoofcheck::setup(&ep.host.name, &ep.container.mac, &refid)?;
     }
 
+    if pending_ipam.is_some() {
+        // Settings that need only the configuration, while IPAM may still be allocating.
+        sandbox::write_sysctls(&inside, &mut ctr, &ep.container, conf.enable_dad)?;
+    }
     if let Some(pending) = pending_ipam {
         let r = pending.finish()?;
         result.ips = r.ips;
@@ -198,7 +202,9 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         }
         let gws = calc_gateways(&mut result, &conf);
         let has_v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
-        sandbox::write_sysctls(&inside, &mut ctr, &ep.container, conf.enable_dad, has_v6)?;
+        if has_v6 {
+            sandbox::write_v6_sysctls(&inside, ifname)?;
+        }
         sandbox::configure(&mut ctr, &ep.container, &result)?;
 
         if conf.is_gateway {

@@ -25,10 +25,10 @@ pub fn family_gateway(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
         .next()
 }
 
-/// Writes the container interface's sysctls (errors are ignored, as in the reference):
-/// DAD (`accept_dad=0` unless `enable_dad`), `arp_notify`, and, when IPv6 is used,
-/// `disable_ipv6=0` on `lo` and the interface, `keep_addr_on_down=1` and `accept_ra=0` (routes
-/// come from IPAM only; a router advertisement must not add SLAAC addresses).
+/// Writes the container interface's settings that depend only on the configuration (errors
+/// are ignored, as in the reference): DAD (`accept_dad=0` unless `enable_dad`) and
+/// `arp_notify`. Done while IPAM may still be allocating; the link is down until
+/// [`configure`].
 ///
 /// `arp_notify` is set over netlink (`ctr`), unless the link has it already: one `/proc/sys`
 /// lookup less, and those cost more the more namespaces the machine has.
@@ -37,7 +37,6 @@ pub fn write_sysctls(
     ctr: &mut Netlink,
     link: &Link,
     enable_dad: bool,
-    has_v6: bool,
 ) -> Result<(), BridgeError> {
     if link.arp_notify != Some(true) {
         let _ = ctr.set_ipv4_conf(link.index, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)]);
@@ -51,13 +50,22 @@ pub fn write_sysctls(
             } else {
                 let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
             }
-            if has_v6 {
-                for i in ["lo", ifname.as_str()] {
-                    let _ = sysctl::ensure(&format!("net/ipv6/conf/{i}/disable_ipv6"), "0");
-                }
-                let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
-                let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_ra"), "0");
+        })
+        .map_err(|e| BridgeError::netns("failed to configure the container interface", e))
+}
+
+/// When the result has IPv6 addresses (errors ignored, as in the reference):
+/// `disable_ipv6=0` on `lo` and the interface, `keep_addr_on_down=1` and `accept_ra=0` (routes
+/// come from IPAM only; a router advertisement must not add SLAAC addresses).
+pub fn write_v6_sysctls(sandbox: &Inside, ifname: &str) -> Result<(), BridgeError> {
+    let ifname = ifname.to_string();
+    sandbox
+        .run(move || {
+            for i in ["lo", ifname.as_str()] {
+                let _ = sysctl::ensure(&format!("net/ipv6/conf/{i}/disable_ipv6"), "0");
             }
+            let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
+            let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_ra"), "0");
         })
         .map_err(|e| BridgeError::netns("failed to configure the container interface", e))
 }

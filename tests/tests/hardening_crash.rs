@@ -1,6 +1,8 @@
 //! Crash safety: the bridge + host-local + portmap chain is killed with SIGKILL at a random
 //! point of ADD (a random delay between 0 and 1.25 times the victim's measured ADD time, a few
-//! ms to ~20 ms; randomly the bridge, the host-local that the bridge executes, or portmap),
+//! ms to ~20 ms; randomly the bridge (in half of those trials with host-local running inside
+//! it, as when `CNI_PATH` has the same build), the host-local that the bridge executes, or
+//! portmap),
 //! 100 times on each firewall backend. After each kill the
 //! runtime's DEL (and, when the killed plugin's children were still running, GC) leaves the
 //! node exactly as before: no veth, no address, no route, no iptables or nftables rule, no
@@ -212,6 +214,14 @@ fn crash_trials(backend: &str, label: &str, subnet: &str) {
     rt.del(&warm).unwrap_or_else(|e| panic!("warm-up DEL: {e}"));
     let plugins: Vec<Value> = conflist["plugins"].as_array().unwrap().clone();
     let cni_path = bin.path().display().to_string();
+    // Half of the bridge kills use the real host-local (same build: bridge runs it in a
+    // thread, which dies with it) instead of the wrapper (a process that outlives bridge).
+    let inproc = TempDir::new("hcinproc");
+    for p in ["bridge", "portmap", "host-local"] {
+        std::os::unix::fs::symlink(cni_testkit::bin(p), inproc.path().join(p)).unwrap();
+    }
+    let inproc_path = inproc.path().display().to_string();
+    let mut inproc_kills = 0;
     let netns = ctr.path().display().to_string();
     // How long each victim takes to ADD here: kill delays are drawn from 0 to 1.25 times that,
     // so that most kills land inside the work whatever the build and machine.
@@ -286,9 +296,15 @@ fn crash_trials(backend: &str, label: &str, subnet: &str) {
             _ => Victim::Portmap,
         };
         let delay = Duration::from_micros(rng.below(max_delay[victim as usize]));
-        let what = format!("{backend} trial {i}: kill {victim:?} after {delay:?}");
+        let in_process = victim == Victim::Bridge && rng.below(2) == 0;
+        inproc_kills += usize::from(in_process);
+        let what = format!(
+            "{backend} trial {i}: kill {victim:?} after {delay:?}{}",
+            if in_process { " (IPAM in-process)" } else { "" }
+        );
         let _ = std::fs::remove_file(&pidfile);
-        let env = verb_env("ADD", &id, &netns, "eth0", &cni_path);
+        let add_path = if in_process { &inproc_path } else { &cni_path };
+        let env = verb_env("ADD", &id, &netns, "eth0", add_path);
 
         // ADD through the chain, as a runtime does, with the kill.
         let conf = rt.request_config(&plugins[0], None, &att.cap_args);
@@ -393,7 +409,7 @@ fn crash_trials(backend: &str, label: &str, subnet: &str) {
         assert_no_lock_held(&w.data(), &what);
     }
     eprintln!(
-        "crash {backend}: {n} trials in {:.1}s; {hits} kills hit a running process (bridge {}, host-local {}, portmap {}); DEL alone restored the node {del_alone} times, DEL + GC {needed_gc} times",
+        "crash {backend}: {n} trials in {:.1}s; {hits} kills hit a running process (bridge {} ({inproc_kills} bridge trials with IPAM in-process), host-local {}, portmap {}); DEL alone restored the node {del_alone} times, DEL + GC {needed_gc} times",
         started.elapsed().as_secs_f64(),
         by_victim[0],
         by_victim[1],

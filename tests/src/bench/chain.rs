@@ -221,6 +221,7 @@ impl Side {
         self.add.push(b + p);
         let chain = self.chain.clone();
         let [q, c] = self.worker.call(move || chain.del_parts(&a));
+        std::thread::sleep(super::SETTLE);
         self.del.push(q + c);
         for (v, d) in self.parts.iter_mut().zip([b, p, q, c]) {
             v.push(d);
@@ -233,6 +234,7 @@ impl Side {
         self.tcp_add.push(b + p);
         let chain = self.chain.clone();
         let [q, c] = self.worker.call(move || chain.del_parts(&a));
+        std::thread::sleep(super::SETTLE);
         self.tcp_del.push(q + c);
     }
 
@@ -424,8 +426,9 @@ pub fn run(ctx: &mut Ctx) {
         "chain: bridge (isGateway, ipMasq, hairpinMode; host-local /16) + portmap (1 TCP + 1 UDP \
          mapping; `chain tcp`: 2 TCP mappings, so no conntrack flush), cniVersion 1.0.0; {iters} \
          alternating iterations per size; N - 1 containers attached before timing, then {} s \
-         for their interfaces' IPv6 start-up traffic to pass ({}/{})",
+         for their interfaces' IPv6 start-up traffic to pass; {} ms after each DEL ({}/{})",
         super::SETTLE_AFTER_FILL.as_secs(),
+        super::SETTLE.as_millis(),
         ours.label,
         theirs.label
     ));

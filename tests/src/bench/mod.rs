@@ -66,8 +66,10 @@ pub struct Row {
 /// period, holding the namespace's nf_tables lock meanwhile (10–15 ms, more after thousands
 /// of rules); our plugins do not wait for that (the reference does, at exit), so a
 /// transaction started at once after it waits instead. The pause keeps each row the cost of
-/// its own plugin; the `chain` section needs none, the reference's round runs between two of
-/// ours.
+/// its own plugin. The `chain` section pauses after each chain DEL too: there the next
+/// operation is often the other side's, and a veth deletion's wait for RCU callbacks covers
+/// those the other side's teardown just queued (at 250 containers, our TCP + UDP DEL right
+/// after the reference's took 1.6–1.7× the DEL floor, the one after our own 1.15–1.3×).
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The pause after attaching background containers, before timing at a node size. Each new

@@ -61,13 +61,25 @@ pub enum FirewallError {
 }
 
 /// Finds `bin` in `PATH` (as the reference does; the host's alternatives choose
-/// legacy or nft iptables).
+/// legacy or nft iptables). Answers are remembered for the process (keyed by `PATH` too):
+/// one ADD asks for the same tools several times (is it installed, which variant is it), and
+/// each search is a `stat` per `PATH` directory.
 pub fn find_in_path(bin: &str) -> Option<PathBuf> {
+    type Seen = Vec<(std::ffi::OsString, String, Option<PathBuf>)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, _, found)) = seen.iter().find(|(p, b, _)| *p == path && b == bin) {
+        return found.clone();
+    }
+    let found = std::env::split_paths(&path)
         .map(|d| d.join(bin))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    seen.push((path, bin.to_string(), found.clone()));
+    found
 }
 
 /// A started firewall tool whose outcome has not been collected yet.

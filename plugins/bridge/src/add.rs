@@ -11,7 +11,7 @@ use cni::invoke::Ipam;
 use cni::skel::Request;
 use cni::{CniResult, Interface, Route};
 use cni_kernel::netlink::Link;
-use cni_kernel::{Inside, NetNs, Netlink};
+use cni_kernel::{NetNs, Netlink};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -93,14 +93,15 @@ fn open_host() -> Result<Netlink, BridgeError> {
     Netlink::current().map_err(|e| BridgeError::netlink("failed to open a netlink socket", e))
 }
 
-/// Opens the sandbox with a thread inside it (kept for the sysctls later, see
-/// [`NetNs::open_inside`]) and a netlink handle inside it.
-fn open_sandbox_inside(path: &str) -> Result<(NetNs, Inside, Netlink), BridgeError> {
-    let (ns, inside) = NetNs::open_inside(path).map_err(|e| BridgeError::netns("CNI_NETNS", e))?;
-    let nl = Netlink::in_thread(&inside).map_err(|e| {
+/// Opens the sandbox and a netlink handle inside it, entering it once (which also proves it
+/// is a network namespace, see [`NetNs::open_running`]).
+fn open_sandbox_once(path: &str) -> Result<(NetNs, Netlink), BridgeError> {
+    let (ns, nl) = NetNs::open_running(path, Netlink::current)
+        .map_err(|e| BridgeError::netns("CNI_NETNS", e))?;
+    let nl = nl.map_err(|e| {
         BridgeError::netlink(format!("failed to open netlink in netns {path:?}"), e)
     })?;
-    Ok((ns, inside, nl))
+    Ok((ns, nl))
 }
 
 /// Opens the sandbox and a netlink handle inside it.
@@ -121,7 +122,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         None
     };
     let ifname = req.env.ifname.as_str();
-    let (sandbox_ns, inside, mut ctr) = open_sandbox_inside(&req.env.netns)?;
+    let (sandbox_ns, mut ctr) = open_sandbox_once(&req.env.netns)?;
     let mut host = open_host()?;
 
     endpoint::ensure_ifname_free(&mut ctr, ifname)?;
@@ -188,7 +189,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
 
     if pending_ipam.is_some() {
         // Settings that need only the configuration, while IPAM may still be allocating.
-        sandbox::write_sysctls(&inside, &mut ctr, &ep.container, conf.enable_dad)?;
+        sandbox::write_sysctls(&sandbox_ns, &mut ctr, &ep.container, conf.enable_dad)?;
     }
     if let Some(pending) = pending_ipam {
         let r = pending.finish()?;
@@ -203,7 +204,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         let gws = calc_gateways(&mut result, &conf);
         let has_v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
         if has_v6 {
-            sandbox::write_v6_sysctls(&inside, ifname)?;
+            sandbox::write_v6_sysctls(&sandbox_ns, ifname)?;
         }
         sandbox::configure(&mut ctr, &ep.container, &result)?;
 

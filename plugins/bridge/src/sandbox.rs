@@ -1,12 +1,11 @@
 //! Inside the CNM *sandbox*: the container interface's sysctls, addresses, link state, IPv6
 //! address settling and routes (the reference's `ConfigureIface`). Netlink work uses a handle
-//! opened in the sandbox; sysctls are written by the thread that joined the sandbox for the
-//! whole ADD ([`cni_kernel::Inside`]).
+//! opened in the sandbox; sysctls are written from inside it ([`NetNs::run`]).
 
 use crate::error::BridgeError;
 use cni::{CniResult, IpConfig};
 use cni_kernel::netlink::{IPV4_DEVCONF_ARP_NOTIFY, Link};
-use cni_kernel::{Inside, Netlink, RouteSpec, sysctl};
+use cni_kernel::{NetNs, Netlink, RouteSpec, sysctl};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ pub fn family_gateway(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
 /// `arp_notify` is set over netlink (`ctr`), unless the link has it already: one `/proc/sys`
 /// lookup less, and those cost more the more namespaces the machine has.
 pub fn write_sysctls(
-    sandbox: &Inside,
+    sandbox: &NetNs,
     ctr: &mut Netlink,
     link: &Link,
     enable_dad: bool,
@@ -57,7 +56,7 @@ pub fn write_sysctls(
 /// When the result has IPv6 addresses (errors ignored, as in the reference):
 /// `disable_ipv6=0` on `lo` and the interface, `keep_addr_on_down=1` and `accept_ra=0` (routes
 /// come from IPAM only; a router advertisement must not add SLAAC addresses).
-pub fn write_v6_sysctls(sandbox: &Inside, ifname: &str) -> Result<(), BridgeError> {
+pub fn write_v6_sysctls(sandbox: &NetNs, ifname: &str) -> Result<(), BridgeError> {
     let ifname = ifname.to_string();
     sandbox
         .run(move || {

@@ -16,4 +16,4 @@ pub mod nftables;
 pub mod sysctl;
 
 pub use netlink::{Address, Link, LinkKind, Netlink, NetlinkError, RouteSpec};
-pub use netns::{Inside, NetNs, NsError};
+pub use netns::{NetNs, NsError};

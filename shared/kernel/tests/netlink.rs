@@ -171,8 +171,12 @@ fn sandbox_work_runs_inside_and_never_moves_the_caller() {
             .unwrap(),
         "1"
     );
+    // A panic inside is an error, and the caller is back home all the same.
+    let r: Result<(), _> = ns.run(|| panic!("boom"));
+    assert!(r.is_err());
     let after = NetNs::current().unwrap();
     assert!(before.same_as(&after));
+    assert!(!after.same_as(&ns));
 }
 
 #[test]

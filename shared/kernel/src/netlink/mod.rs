@@ -16,7 +16,7 @@ pub use link::{
 };
 pub use route::RouteSpec;
 
-use crate::netns::{Inside, NetNs, NsError};
+use crate::netns::{NetNs, NsError};
 use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, sendto,
@@ -499,14 +499,10 @@ impl Netlink {
         })
     }
 
-    /// A handle in `ns`: the socket is created on a thread inside `ns` and stays bound there.
+    /// A handle in `ns`: the socket is created inside `ns` ([`NetNs::run`]) and stays bound
+    /// there.
     pub fn in_netns(ns: &NetNs) -> Result<Netlink, NetlinkError> {
         ns.run(Netlink::current)?
-    }
-
-    /// A handle in the namespace of an [`Inside`] thread.
-    pub fn in_thread(inside: &Inside) -> Result<Netlink, NetlinkError> {
-        inside.run(Netlink::current)?
     }
 }
 

@@ -89,13 +89,16 @@ pub fn create(
             other => other,
         };
         match created {
-            Ok(()) => {
-                let h = host
-                    .link_by_name(&name)
-                    .map_err(|e| BridgeError::netlink(format!("failed to lookup {name:?}"), e))?
-                    .ok_or_else(|| {
-                        BridgeError::System(format!("veth {name:?} vanished after creation"))
-                    })?;
+            Ok(echoed) => {
+                let h = match echoed {
+                    Some(h) => h,
+                    None => host
+                        .link_by_name(&name)
+                        .map_err(|e| BridgeError::netlink(format!("failed to lookup {name:?}"), e))?
+                        .ok_or_else(|| {
+                            BridgeError::System(format!("veth {name:?} vanished after creation"))
+                        })?,
+                };
                 let c = ctr
                     .link_by_name(ifname)
                     .map_err(|e| BridgeError::netlink(format!("failed to lookup {ifname:?}"), e))?;

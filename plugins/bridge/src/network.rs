@@ -76,32 +76,42 @@ fn setup_bridge(
 ) -> Result<Link, BridgeError> {
     let fail =
         |what: String| BridgeError::System(format!("failed to create bridge {name:?}: {what}"));
-    match nl.create_bridge(name, mtu, vlan_filtering) {
-        Ok(()) => *created = true,
-        Err(e) if e.is_exists() => {}
-        Err(e) if vlan_filtering && e.errno() == Some(Errno::EOPNOTSUPP) => {
-            return Err(BridgeError::System(format!(
-                "failed to create bridge {name:?}: this kernel does not support bridge VLAN filtering, which vlan/vlanTrunk need ({e})"
-            )));
+    // Usually the bridge exists: one lookup (which needs no RTNL lock) instead of a create
+    // that fails with EEXIST (which takes it) and a lookup.
+    let br = match nl.link_by_name(name).map_err(|e| fail(e.to_string()))? {
+        Some(br) => br,
+        None => {
+            match nl.create_bridge(name, mtu, vlan_filtering) {
+                Ok(()) => *created = true,
+                // Created meanwhile by a concurrent ADD.
+                Err(e) if e.is_exists() => {}
+                Err(e) if vlan_filtering && e.errno() == Some(Errno::EOPNOTSUPP) => {
+                    return Err(BridgeError::System(format!(
+                        "failed to create bridge {name:?}: this kernel does not support bridge VLAN filtering, which vlan/vlanTrunk need ({e})"
+                    )));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+            nl.link_by_name(name)
+                .map_err(|e| fail(e.to_string()))?
+                .ok_or_else(|| fail(format!("could not lookup {name:?}: link not found")))?
         }
-        Err(e) => return Err(fail(e.to_string())),
-    }
-    let br = nl
-        .link_by_name(name)
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail(format!("could not lookup {name:?}: link not found")))?;
+    };
     if br.kind != LinkKind::Bridge {
         return Err(fail(format!("{name:?} already exists but is not a bridge")));
     }
+    let mut changed = false;
     if *created && let Some(mac) = usable_mac(&br.mac) {
         // Pin the MAC the kernel gave the new bridge: otherwise it follows the lowest port
         // MAC, and drops to all zeros when the last port leaves.
         nl.set_mac(br.index, mac)
             .map_err(|e| fail(format!("could not set {name:?}'s mac: {e}")))?;
+        changed = true;
     }
     if promisc && !br.is_promisc() {
         nl.set_promisc(br.index, true)
             .map_err(|e| fail(format!("could not set promiscuous mode on {name:?}: {e}")))?;
+        changed = true;
     }
     // We own the routes of this interface; errors are ignored as in the reference. Written
     // only when the link says it is not 0 already (a /proc/sys lookup costs more the more
@@ -111,6 +121,10 @@ fn setup_bridge(
     }
     if !br.is_up() {
         nl.set_up(br.index, true).map_err(|e| fail(e.to_string()))?;
+        changed = true;
+    }
+    if !changed {
+        return Ok(br);
     }
     nl.link_by_index(br.index)
         .map_err(|e| fail(e.to_string()))?
@@ -211,7 +225,7 @@ pub fn ensure_vlan_gateway(
             up: false,
             master: None,
         }) {
-            Ok(()) => {
+            Ok(_) => {
                 peer = candidate;
                 break;
             }

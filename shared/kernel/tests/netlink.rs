@@ -9,6 +9,16 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// True if the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 macro_rules! require_root {
     () => {
         if !is_root() {
@@ -43,16 +53,17 @@ fn veth_peer_is_born_in_the_sandbox_and_addresses_and_routes_apply() {
     assert_eq!(br.mtu, 1400);
     assert_eq!(br.vlan_filtering, Some(vlans_supported));
 
-    h.create_veth(&VethSpec {
-        name: "vethtest01",
-        peer_name: "eth0",
-        peer_netns: Some(ctr.fd()),
-        mtu: 1400,
-        peer_mac: parse_mac("02:11:22:33:44:55"),
-        up: false,
-        master: None,
-    })
-    .unwrap();
+    let echoed = h
+        .create_veth(&VethSpec {
+            name: "vethtest01",
+            peer_name: "eth0",
+            peer_netns: Some(ctr.fd()),
+            mtu: 1400,
+            peer_mac: parse_mac("02:11:22:33:44:55"),
+            up: false,
+            master: None,
+        })
+        .unwrap();
     // The container end exists only in the container; the host has no eth0.
     assert!(h.link_by_name("eth0").unwrap().is_none());
     let eth0 = c.link_by_name("eth0").unwrap().unwrap();
@@ -61,6 +72,14 @@ fn veth_peer_is_born_in_the_sandbox_and_addresses_and_routes_apply() {
     let hv = h.link_by_name("vethtest01").unwrap().unwrap();
     assert_eq!(eth0.link, Some(hv.index));
     assert_eq!(hv.link, Some(eth0.index));
+    // The kernel reports the new end to its creator (Linux 6.3 and later): what a lookup says.
+    assert_eq!(echoed.is_some(), kernel_at_least(6, 3));
+    if let Some(e) = echoed {
+        assert_eq!(
+            (e.index, &e.name, &e.mac, &e.kind, e.mtu, e.master, e.is_up()),
+            (hv.index, &hv.name, &hv.mac, &hv.kind, hv.mtu, None, false)
+        );
+    }
 
     // Bridge port: master, hairpin, isolation, VLANs.
     h.set_master(hv.index, br.index).unwrap();
@@ -78,6 +97,30 @@ fn veth_peer_is_born_in_the_sandbox_and_addresses_and_routes_apply() {
         vlans.sort();
         assert_eq!(vlans, vec![(100, VLAN_PVID | VLAN_UNTAGGED), (200, 0)]);
     }
+
+    // A pair created up and on the bridge: the reported end is up, with the bridge as master.
+    let echoed = h
+        .create_veth(&VethSpec {
+            name: "vethtest02",
+            peer_name: "eth1",
+            peer_netns: Some(ctr.fd()),
+            mtu: 0,
+            peer_mac: None,
+            up: true,
+            master: Some(br.index),
+        })
+        .unwrap();
+    let hv2 = h.link_by_name("vethtest02").unwrap().unwrap();
+    assert_eq!(hv2.master, Some(br.index));
+    assert!(hv2.is_up());
+    assert_eq!(echoed.is_some(), kernel_at_least(6, 3));
+    if let Some(e) = echoed {
+        assert_eq!(
+            (e.index, &e.name, &e.mac, e.master, e.is_up()),
+            (hv2.index, &hv2.name, &hv2.mac, Some(br.index), true)
+        );
+    }
+    h.delete_link(hv2.index).unwrap();
 
     // Promisc, up, MAC pin.
     h.set_promisc(br.index, true).unwrap();

@@ -1,7 +1,9 @@
 //! Links: bridges (the CNM *network*), veth pairs (the *endpoint*), bridge-port flags and
 //! VLANs.
 
-use super::{Builder, NLM_F_CREATE, NLM_F_EXCL, Netlink, NetlinkError, attr_str, attr_u32, attrs};
+use super::{
+    Builder, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, Netlink, NetlinkError, attr_str, attr_u32, attrs,
+};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 const RTM_NEWLINK: u16 = 16;
@@ -336,8 +338,11 @@ impl Netlink {
 
     /// Creates a veth pair; the peer is born directly in `spec.peer_netns` if given.
     /// With `up` or `master`, the kernel brings this end up and then attaches it, or fails
-    /// the whole request (and creates nothing).
-    pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
+    /// the whole request (and creates nothing). Returns this end as the kernel reported it
+    /// (`NLM_F_ECHO`, Linux 6.3 and later; `None` from older kernels), so that the caller
+    /// needs no lookup: its `master` is `spec.master` (the kernel reports the link before
+    /// attaching it), and its operational state is not final.
+    pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> Result<Option<Link>, NetlinkError> {
         let up = if spec.up { IFF_UP } else { 0 };
         let mut b = Builder::new(&ifinfomsg(AF_UNSPEC, 0, up, up));
         b.str(IFLA_IFNAME, spec.name);
@@ -365,14 +370,23 @@ impl Netlink {
                 });
             });
         });
-        self.sock
-            .request(
-                RTM_NEWLINK,
-                NLM_F_CREATE | NLM_F_EXCL,
-                &b.buf,
-                &format!("create veth {} (peer {})", spec.name, spec.peer_name),
-            )
-            .map(|_| ())
+        let msgs = self.sock.request(
+            RTM_NEWLINK,
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            &b.buf,
+            &format!("create veth {} (peer {})", spec.name, spec.peer_name),
+        )?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.ty == RTM_NEWLINK)
+            .filter_map(|m| parse_link(&m.payload))
+            .find(|l| l.name == spec.name && l.index != 0)
+            .map(|mut l| {
+                if spec.master.is_some() {
+                    l.master = spec.master;
+                }
+                l
+            }))
     }
 
     /// Deletes a link (for a veth, both ends go).

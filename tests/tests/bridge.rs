@@ -916,6 +916,30 @@ fn failed_adds_roll_back_fully() {
     );
     assert_eq!(c.links(), vec!["lo".to_string()]);
 
+    // 4. The routes, added after masquerading (so that the masquerade commit overlaps the
+    //    kernel's work on the new link), fail: a gateway the container cannot reach.
+    std::fs::remove_file(&calls).unwrap();
+    script(
+        fake.path(),
+        "host-local",
+        &format!(
+            "cat >/dev/null; echo \"$CNI_COMMAND\" >>{calls}\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\nprintf '{{\"cniVersion\": \"1.0.0\", \"ips\": [{{\"address\": \"10.88.0.77/16\"}}], \"routes\": [{{\"dst\": \"192.168.77.0/24\", \"gw\": \"203.0.113.1\"}}]}}'\n",
+            calls = calls.display()
+        ),
+    );
+    let e = w
+        .runtime_with(conf.clone(), fake.path())
+        .add(&att)
+        .unwrap_err();
+    assert!(
+        e.error_msg()
+            .contains("failed to add route '192.168.77.0/24 via 203.0.113.1'"),
+        "{e}"
+    );
+    assert_eq!(w.snapshot(), before, "rollback after a failed route");
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ADD\nDEL\n");
+    assert_eq!(c.links(), vec!["lo".to_string()]);
+
     // After all that, a normal ADD works.
     add_ok(&rt, &att);
     rt.del(&att).unwrap();

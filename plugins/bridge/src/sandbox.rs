@@ -69,9 +69,9 @@ pub fn write_v6_sysctls(sandbox: &NetNs, ifname: &str) -> Result<(), BridgeError
         .map_err(|e| BridgeError::netns("failed to configure the container interface", e))
 }
 
-/// Adds the result's addresses to the container interface, brings it up, waits for IPv6
-/// addresses to settle when there is an IPv6 gateway, then adds the routes (ECMP append; a
-/// route without `gw` uses its family's gateway).
+/// Adds the result's addresses to the container interface, brings it up, and waits for IPv6
+/// addresses to settle when there is an IPv6 gateway (the first half of the reference's
+/// `ConfigureIface`; [`add_routes`] is the second).
 pub fn configure(nl: &mut Netlink, link: &Link, result: &CniResult) -> Result<(), BridgeError> {
     for ip in &result.ips {
         nl.add_address(link.index, &ip.address).map_err(|e| {
@@ -83,11 +83,17 @@ pub fn configure(nl: &mut Netlink, link: &Link, result: &CniResult) -> Result<()
     }
     nl.set_up(link.index, true)
         .map_err(|e| BridgeError::netlink(format!("failed to set {:?} up", link.name), e))?;
-    let v4gw = family_gateway(&result.ips, true);
-    let v6gw = family_gateway(&result.ips, false);
-    if v6gw.is_some() {
+    if family_gateway(&result.ips, false).is_some() {
         settle(nl, link)?;
     }
+    Ok(())
+}
+
+/// Adds the result's routes through the container interface, which [`configure`] brought up
+/// (ECMP append; a route without `gw` uses its family's gateway).
+pub fn add_routes(nl: &mut Netlink, link: &Link, result: &CniResult) -> Result<(), BridgeError> {
+    let v4gw = family_gateway(&result.ips, true);
+    let v6gw = family_gateway(&result.ips, false);
     for r in &result.routes {
         let v4 = r.dst.addr().is_ipv4();
         let gw = r.gw.or(if v4 { v4gw } else { v6gw });

@@ -76,7 +76,15 @@ fn veth_peer_is_born_in_the_sandbox_and_addresses_and_routes_apply() {
     assert_eq!(echoed.is_some(), kernel_at_least(6, 3));
     if let Some(e) = echoed {
         assert_eq!(
-            (e.index, &e.name, &e.mac, &e.kind, e.mtu, e.master, e.is_up()),
+            (
+                e.index,
+                &e.name,
+                &e.mac,
+                &e.kind,
+                e.mtu,
+                e.master,
+                e.is_up()
+            ),
             (hv.index, &hv.name, &hv.mac, &hv.kind, hv.mtu, None, false)
         );
     }

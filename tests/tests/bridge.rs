@@ -833,19 +833,27 @@ fn failed_adds_roll_back_fully() {
     let fake = TempDir::new("fakeipam");
     let calls = fake.path().join("calls");
 
+    // A fake host-local: records every verb it gets, answers with `answer` (shell).
+    let add_with_fake_ipam = |answer: &str| {
+        let _ = std::fs::remove_file(&calls);
+        script(
+            fake.path(),
+            "host-local",
+            &format!(
+                "cat >/dev/null; echo \"$CNI_COMMAND\" >>{calls}\n{answer}\n",
+                calls = calls.display()
+            ),
+        );
+        w.runtime_with(conf.clone(), fake.path())
+            .add(&att)
+            .unwrap_err()
+    };
+
     // 1. The IPAM plugin fails: its error passes through; it is sent DEL (SPEC §4).
-    script(
-        fake.path(),
-        "host-local",
-        &format!(
-            "cat >/dev/null; echo \"$CNI_COMMAND\" >>{calls}\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\nprintf '{{\"code\": 11, \"msg\": \"ipam busy\"}}'; exit 1\n",
-            calls = calls.display()
-        ),
+    let e = add_with_fake_ipam(
+        r#"[ "$CNI_COMMAND" = ADD ] || exit 0
+printf '{"code": 11, "msg": "ipam busy"}'; exit 1"#,
     );
-    let e = w
-        .runtime_with(conf.clone(), fake.path())
-        .add(&att)
-        .unwrap_err();
     assert_eq!(
         (e.error_code(), e.error_msg().as_str()),
         (Some(11), "ipam busy"),
@@ -856,19 +864,7 @@ fn failed_adds_roll_back_fully() {
     assert_eq!(c.links(), vec!["lo".to_string()]);
 
     // 2. IPAM answers without addresses.
-    std::fs::remove_file(&calls).unwrap();
-    script(
-        fake.path(),
-        "host-local",
-        &format!(
-            "cat >/dev/null; echo \"$CNI_COMMAND\" >>{calls}\nprintf '{{\"cniVersion\": \"1.0.0\"}}'\n",
-            calls = calls.display()
-        ),
-    );
-    let e = w
-        .runtime_with(conf.clone(), fake.path())
-        .add(&att)
-        .unwrap_err();
+    let e = add_with_fake_ipam(r#"printf '{"cniVersion": "1.0.0"}'"#);
     assert!(
         e.error_msg()
             .contains("IPAM plugin returned missing IP config"),
@@ -918,19 +914,10 @@ fn failed_adds_roll_back_fully() {
 
     // 4. The routes, added after masquerading (so that the masquerade commit overlaps the
     //    kernel's work on the new link), fail: a gateway the container cannot reach.
-    std::fs::remove_file(&calls).unwrap();
-    script(
-        fake.path(),
-        "host-local",
-        &format!(
-            "cat >/dev/null; echo \"$CNI_COMMAND\" >>{calls}\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\nprintf '{{\"cniVersion\": \"1.0.0\", \"ips\": [{{\"address\": \"10.88.0.77/16\"}}], \"routes\": [{{\"dst\": \"192.168.77.0/24\", \"gw\": \"203.0.113.1\"}}]}}'\n",
-            calls = calls.display()
-        ),
+    let e = add_with_fake_ipam(
+        r#"[ "$CNI_COMMAND" = ADD ] || exit 0
+printf '{"cniVersion": "1.0.0", "ips": [{"address": "10.88.0.77/16"}], "routes": [{"dst": "192.168.77.0/24", "gw": "203.0.113.1"}]}'"#,
     );
-    let e = w
-        .runtime_with(conf.clone(), fake.path())
-        .add(&att)
-        .unwrap_err();
     assert!(
         e.error_msg()
             .contains("failed to add route '192.168.77.0/24 via 203.0.113.1'"),

@@ -100,19 +100,10 @@ fn open_host() -> Result<Netlink, BridgeError> {
 
 /// Opens the sandbox and a netlink handle inside it, entering it once (which also proves it
 /// is a network namespace, see [`NetNs::open_running`]).
-fn open_sandbox_once(path: &str) -> Result<(NetNs, Netlink), BridgeError> {
+pub fn open_sandbox(path: &str) -> Result<(NetNs, Netlink), BridgeError> {
     let (ns, nl) = NetNs::open_running(path, Netlink::current)
         .map_err(|e| BridgeError::netns("CNI_NETNS", e))?;
     let nl = nl.map_err(|e| {
-        BridgeError::netlink(format!("failed to open netlink in netns {path:?}"), e)
-    })?;
-    Ok((ns, nl))
-}
-
-/// Opens the sandbox and a netlink handle inside it.
-pub fn open_sandbox(path: &str) -> Result<(NetNs, Netlink), BridgeError> {
-    let ns = NetNs::open(path).map_err(|e| BridgeError::netns("CNI_NETNS", e))?;
-    let nl = Netlink::in_netns(&ns).map_err(|e| {
         BridgeError::netlink(format!("failed to open netlink in netns {path:?}"), e)
     })?;
     Ok((ns, nl))
@@ -127,7 +118,7 @@ pub fn add(req: &Request) -> Result<CniResult, BridgeError> {
         None
     };
     let ifname = req.env.ifname.as_str();
-    let (sandbox_ns, mut ctr) = open_sandbox_once(&req.env.netns)?;
+    let (sandbox_ns, mut ctr) = open_sandbox(&req.env.netns)?;
     let mut host = open_host()?;
 
     endpoint::ensure_ifname_free(&mut ctr, ifname)?;

@@ -11,7 +11,7 @@ use cni::CniResult;
 use cni::invoke::Ipam;
 use cni::skel::Request;
 use cni_kernel::netlink::LinkKind;
-use cni_kernel::{NetNs, Netlink, NsError};
+use cni_kernel::{NetNs, Netlink, NetlinkError, NsError};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -56,11 +56,11 @@ impl ContainerLink {
 /// Finds the container end and its global-unicast addresses; `None` if there is no such
 /// veth.
 fn find_container_link(
-    ns: &NetNs,
+    nl: Result<Netlink, NetlinkError>,
     ifname: &str,
 ) -> Result<Option<(ContainerLink, Vec<IpNet>)>, BridgeError> {
-    let mut nl = Netlink::in_netns(ns)
-        .map_err(|e| BridgeError::netlink("failed to open netlink in the sandbox", e))?;
+    let mut nl =
+        nl.map_err(|e| BridgeError::netlink("failed to open netlink in the sandbox", e))?;
     let Some(link) = nl
         .link_by_name(ifname)
         .map_err(|e| BridgeError::netlink(format!("failed to lookup {ifname:?}"), e))?
@@ -143,7 +143,8 @@ pub fn del(req: &Request) -> Result<(), BridgeError> {
     let mut link: Option<ContainerLink> = None;
 
     if !req.env.netns.is_empty() {
-        match NetNs::open(&req.env.netns) {
+        // One entry proves the namespace's type and opens the socket.
+        match NetNs::open_running(&req.env.netns, Netlink::current) {
             // The sandbox is gone, and the kernel removes its veth pair asynchronously: the
             // host end is removed right away below if `prevResult` identifies it.
             Err(NsError::NotFound { .. } | NsError::NotNetns { .. }) => {}
@@ -151,7 +152,7 @@ pub fn del(req: &Request) -> Result<(), BridgeError> {
                 format!("failed to open netns {:?}", req.env.netns),
                 e,
             )),
-            Ok(ns) => match find_container_link(&ns, ifname) {
+            Ok((_ns, nl)) => match find_container_link(nl, ifname) {
                 Ok(found) => {
                     if let Some((l, a)) = found {
                         link = Some(l);

@@ -44,11 +44,13 @@ impl From<LoopbackError> for CniError {
 }
 
 fn open(path: &str) -> Result<Netlink, LoopbackError> {
-    let ns = NetNs::open(path).map_err(|source| LoopbackError::Netns {
-        path: path.to_string(),
-        source,
-    })?;
-    Netlink::in_netns(&ns).map_err(|source| LoopbackError::Netlink {
+    // One entry proves the namespace's type and opens the socket (see NetNs::open_running).
+    let (_ns, nl) =
+        NetNs::open_running(path, Netlink::current).map_err(|source| LoopbackError::Netns {
+            path: path.to_string(),
+            source,
+        })?;
+    nl.map_err(|source| LoopbackError::Netlink {
         what: "failed to open netlink in the sandbox".into(),
         source,
     })

@@ -331,7 +331,9 @@ pub fn run(ctx: &mut Ctx) {
         None if ctx.quick => vec![1, 10],
         None => vec![1, 10, 100, 250],
     };
-    let iters = ctx.iters(20);
+    // 40 rounds: a DEL's time has a long tail (the veth deletion waits for RCU grace
+    // periods), and the medians of 20 moved by several ms between runs.
+    let iters = ctx.iters(40);
     let floor_sb = std::sync::Arc::new(Sandbox::new());
     let mut ours = Side::new("o", &ctx.ours);
     let mut theirs = Side::new("r", &refdir);
@@ -349,6 +351,12 @@ pub fn run(ctx: &mut Ctx) {
         if ours.background.len() + theirs.background.len() > before {
             std::thread::sleep(super::SETTLE_AFTER_FILL);
         }
+        // The floor (on our node, at the same size) takes a turn after both sides: in this
+        // order each of the three follows each of the other two equally often, so what the
+        // machine is still doing after the previous round (a teardown's RCU callbacks, say)
+        // weighs on the floor as on either side.
+        let (mut fa, mut fd) = (Vec::new(), Vec::new());
+        let mut fparts: [Vec<Duration>; 3] = Default::default();
         for i in 0..iters {
             if i % 2 == 0 {
                 ours.round(i);
@@ -356,6 +364,13 @@ pub fn run(ctx: &mut Ctx) {
             } else {
                 theirs.round(i);
                 ours.round(i);
+            }
+            let (a, d, p) = floor::rounds(&ours.worker, &floor_sb, 1, Tx::Netlink);
+            std::thread::sleep(super::SETTLE);
+            fa.extend(a);
+            fd.extend(d);
+            for (v, x) in fparts.iter_mut().zip(p) {
+                v.extend(x);
             }
         }
         let p50 =
@@ -398,8 +413,6 @@ pub fn run(ctx: &mut Ctx) {
             Some(Stats::of(&theirs.tcp_del)),
             json!({"containers": n}),
         );
-        // The floor on our node, at the same size.
-        let (fa, fd, fparts) = floor::rounds(&ours.worker, &floor_sb, iters, Tx::Netlink);
         ctx.record(
             "floor",
             &format!("ADD, {n} containers"),
@@ -425,8 +438,10 @@ pub fn run(ctx: &mut Ctx) {
     ctx.notes.push(format!(
         "chain: bridge (isGateway, ipMasq, hairpinMode; host-local /16) + portmap (1 TCP + 1 UDP \
          mapping; `chain tcp`: 2 TCP mappings, so no conntrack flush), cniVersion 1.0.0; {iters} \
-         alternating iterations per size; N - 1 containers attached before timing, then {} s \
-         for their interfaces' IPv6 start-up traffic to pass; {} ms after each DEL ({}/{})",
+         alternating iterations per size, each followed by one floor round on our node (so each \
+         of the three follows each of the other two equally often); N - 1 containers attached \
+         before timing, then {} s for their interfaces' IPv6 start-up traffic to pass; {} ms \
+         after each DEL ({}/{})",
         super::SETTLE_AFTER_FILL.as_secs(),
         super::SETTLE.as_millis(),
         ours.label,

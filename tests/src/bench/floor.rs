@@ -3,7 +3,10 @@
 //! numbers can be read against a limit. No plugin process, no IPAM, no JSON.
 //!
 //! * ADD floor: create the veth pair with its container end born in the sandbox, host end
-//!   up and on the bridge; in the sandbox, the address, link up and the default route; then
+//!   up and on the bridge, in hairpin mode, without router advertisements (`accept_ra=0`);
+//!   in the sandbox, the settings the reference writes before the link comes up
+//!   (`arp_notify=1`, so the link-up announces the address; `accept_dad=0`, so IPv6 DAD
+//!   completes at once), the address, link up and the default route; then
 //!   one firewall transaction holding every per-container rule of both plugins (the
 //!   masquerade chain and jump, the port-mapping chain and entries): over netlink (the
 //!   least the kernel needs), or as one `iptables-restore` (the least without netlink).
@@ -18,8 +21,9 @@
 use super::{Ctx, Sandbox, Stats, Worker, exec};
 use cni_kernel::firewall::iptables::{Iptables, Restore, argv};
 use cni_kernel::firewall::{Family, xt};
-use cni_kernel::netlink::VethSpec;
+use cni_kernel::netlink::{IPV4_DEVCONF_ARP_NOTIFY, VethSpec};
 use cni_kernel::nftables::{Change, NfFamily, NfTables};
+use cni_kernel::sysctl;
 use cni_kernel::{Netlink, RouteSpec};
 use cni_testkit::Node;
 use ipnet::IpNet;
@@ -280,36 +284,49 @@ impl Floor {
         Floor { br: br.index }
     }
 
-    /// One ADD: veth into the sandbox, up and on the bridge; address, link up and default
-    /// route inside; the per-container rules in one transaction.
+    /// One ADD: veth into the sandbox, up and on the bridge (hairpin, `accept_ra=0`);
+    /// `arp_notify`, `accept_dad=0`, address, link up and default route inside; the
+    /// per-container rules in one transaction.
     pub fn add(&self, i: usize, sb: &cni_kernel::NetNs, tx: Tx) -> Duration {
         let ip = format!("10.88.{}.{}", 200 + i / 200, 2 + i % 200);
         let t = Instant::now();
         let mut nl = Netlink::current().expect("netlink");
-        nl.create_veth(&VethSpec {
-            name: "vfloor",
-            peer_name: "eth0",
-            peer_netns: Some(sb.fd()),
-            mtu: 0,
-            peer_mac: None,
-            up: true,
-            master: Some(self.br),
-        })
-        .expect("veth");
+        let echoed = nl
+            .create_veth(&VethSpec {
+                name: "vfloor",
+                peer_name: "eth0",
+                peer_netns: Some(sb.fd()),
+                mtu: 0,
+                peer_mac: None,
+                up: true,
+                master: Some(self.br),
+            })
+            .expect("veth");
+        let host = match echoed {
+            Some(l) => l,
+            None => nl
+                .link_by_name("vfloor")
+                .expect("lookup")
+                .expect("host end"),
+        };
+        let _ = sysctl::write("net/ipv6/conf/vfloor/accept_ra", "0");
+        nl.set_bridge_port(host.index, true, None).expect("hairpin");
         let addr: IpNet = format!("{ip}/16").parse().expect("addr");
-        sb.run(move || {
-            let mut c = Netlink::current().expect("netlink in sandbox");
-            let l = c.link_by_name("eth0").expect("lookup").expect("eth0");
-            c.add_address(l.index, &addr).expect("address");
-            c.set_up(l.index, true).expect("up");
-            c.add_route(&RouteSpec::new(
-                "0.0.0.0/0".parse().expect("net"),
-                Some("10.88.0.1".parse().expect("gw")),
-                Some(l.index),
-            ))
-            .expect("route");
-        })
-        .expect("sandbox");
+        // A netlink socket stays in the namespace it was opened in.
+        let (mut c, index) = sb
+            .run(move || {
+                let mut c = Netlink::current().expect("netlink in sandbox");
+                let l = c.link_by_name("eth0").expect("lookup").expect("eth0");
+                c.set_ipv4_conf(l.index, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+                    .expect("arp_notify");
+                let _ = sysctl::write("net/ipv6/conf/eth0/accept_dad", "0");
+                c.add_address(l.index, &addr).expect("address");
+                c.set_up(l.index, true).expect("up");
+                (c, l.index)
+            })
+            .expect("sandbox");
+        // The rules between the link-up and the route, as bridge orders them: the route
+        // would wait for the RTNL lock the DAD worker takes after the link-up.
         match tx {
             Tx::Netlink => NfTables::open()
                 .expect("nf_tables")
@@ -319,6 +336,12 @@ impl Floor {
                 .restore(&restore_tx(i, &ip))
                 .expect("rules"),
         }
+        c.add_route(&RouteSpec::new(
+            "0.0.0.0/0".parse().expect("net"),
+            Some("10.88.0.1".parse().expect("gw")),
+            Some(index),
+        ))
+        .expect("route");
         t.elapsed()
     }
 

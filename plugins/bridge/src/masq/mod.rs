@@ -258,12 +258,10 @@ enum Pending {
     Listed { family: Family },
 }
 
-/// A masquerade teardown that has been started: the nf_tables changes are committed (or the
-/// `iptables-restore` runs) while the caller deletes the veth; [`Teardown::finish`] collects
-/// the outcome. Both the link deletion and a rule-deleting transaction wait for an RCU grace
-/// period, and this lets the two waits overlap instead of adding up. The nf_tables socket is
-/// kept open until `finish`, because closing it after a deleting commit is where the kernel
-/// makes the caller wait.
+/// A masquerade teardown that has been started: the nf_tables changes are committed, or the
+/// `iptables-restore` of each family runs (both families at once); [`Teardown::finish`]
+/// collects the outcome. DEL runs it after the veth pair is gone (see `del`: committed while
+/// the link's deletion waits, it made that wait longer).
 pub struct Teardown<'a> {
     inst: Instance<'a>,
     addrs: Option<Vec<IpNet>>,

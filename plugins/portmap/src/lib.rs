@@ -61,9 +61,11 @@ fn udp_ports(conf: &Config, v6: bool) -> Vec<u16> {
 
 /// Deletes conntrack entries of UDP flows to `v4`/`v6` host ports (best effort, logged): a
 /// client that talked to a host port before the mapping existed (or after it was removed)
-/// would otherwise keep its stale, untranslated entry. Both families in one pass.
-fn flush_udp_conntrack(v4: &[u16], v6: &[u16]) {
-    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport(v4, v6) {
+/// would otherwise keep its stale, untranslated entry. Both families in one pass, over `nf`'s
+/// socket when given (after a rule-deleting transaction, each netfilter socket's release
+/// waits for the rules' destruction: one socket, one release).
+fn flush_udp_conntrack(nf: Option<&mut NfTables>, v4: &[u16], v6: &[u16]) {
+    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport_with(nf, v4, v6) {
         eprintln!("portmap: failed to delete stale UDP conntrack entries: {e}");
     }
 }
@@ -163,7 +165,7 @@ fn add(req: &Request) -> Result<CniResult, PortmapError> {
     } else {
         Vec::new()
     };
-    flush_udp_conntrack(&v4, &v6);
+    flush_udp_conntrack(None, &v4, &v6);
     Ok(prev)
 }
 
@@ -218,7 +220,7 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                     Err(e) => errors.push(e),
                 }
             }
-            flush_udp_conntrack(&p4, &p6);
+            flush_udp_conntrack(nf.as_mut(), &p4, &p6);
             if !Iptables::new(Family::V4).available() && !Iptables::new(Family::V6).available() {
                 eprintln!(
                     "portmap: neither iptables nor ip6tables is installed; nothing to remove"
@@ -242,7 +244,7 @@ fn del(req: &Request) -> Result<(), PortmapError> {
             } else {
                 merge_ports(p6, udp_ports(&conf, true))
             };
-            flush_udp_conntrack(&p4, &p6);
+            flush_udp_conntrack(nf.as_mut(), &p4, &p6);
             Ok(())
         }
     }
@@ -325,11 +327,15 @@ fn gc(req: &Request) -> Result<(), PortmapError> {
                     Err(e) => errors.push(e.to_string()),
                 }
             }
-            flush_udp_conntrack(&ports[0], &ports[1]);
+            flush_udp_conntrack(None, &ports[0], &ports[1]);
         }
         Backend::Nftables => match nftables::gc(&conf.network, &is_valid) {
             Ok((_, p4, p6)) => {
-                flush_udp_conntrack(&merge_ports(p4, Vec::new()), &merge_ports(p6, Vec::new()));
+                flush_udp_conntrack(
+                    None,
+                    &merge_ports(p4, Vec::new()),
+                    &merge_ports(p6, Vec::new()),
+                );
             }
             Err(e) => errors.push(e.to_string()),
         },

@@ -12,6 +12,7 @@
 
 use crate::netlink::NetlinkError;
 use crate::netlink::{Builder, Socket, attrs};
+use crate::nftables::NfTables;
 use nix::sys::socket::SockProtocol;
 use std::net::IpAddr;
 
@@ -156,18 +157,36 @@ fn delete_request(e: &UdpEntry) -> Vec<u8> {
 /// UDP to one of `v4` (IPv4) or `v6` (IPv6) destination ports. Returns how many were
 /// deleted. When the namespace has no entries at all, nothing is walked.
 pub fn delete_udp_by_dport(v4: &[u16], v6: &[u16]) -> Result<usize, NetlinkError> {
+    delete_udp_by_dport_with(None, v4, v6)
+}
+
+/// [`delete_udp_by_dport`] over the socket of `nf` when given. After a rule-deleting
+/// transaction the release of every `NETLINK_NETFILTER` socket of the namespace waits for the
+/// kernel's deferred destruction of those rules; one socket for both jobs is one release.
+pub fn delete_udp_by_dport_with(
+    nf: Option<&mut NfTables>,
+    v4: &[u16],
+    v6: &[u16],
+) -> Result<usize, NetlinkError> {
     if v4.is_empty() && v6.is_empty() {
         return Ok(0);
     }
-    let mut sock = Socket::open(SockProtocol::NetlinkNetFilter)?;
-    if entries(&mut sock) == Some(0) {
+    let mut own;
+    let sock = match nf {
+        Some(nf) => &mut nf.sock,
+        None => {
+            own = Socket::open(SockProtocol::NetlinkNetFilter)?;
+            &mut own
+        }
+    };
+    if entries(sock) == Some(0) {
         return Ok(0);
     }
     let found = match std::fs::read_to_string(PROC_LISTING) {
         Ok(listing) => matching(&listing, v4, v6),
         Err(_) => {
-            let mut found = dump_matching(&mut sock, AF_INET, v4)?;
-            found.extend(dump_matching(&mut sock, AF_INET6, v6)?);
+            let mut found = dump_matching(sock, AF_INET, v4)?;
+            found.extend(dump_matching(sock, AF_INET6, v6)?);
             found
         }
     };

@@ -647,7 +647,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
 
 /// A handle on the calling thread's namespace's nf_tables.
 pub struct NfTables {
-    sock: Socket,
+    pub(crate) sock: Socket,
 }
 
 impl NfTables {

@@ -65,7 +65,7 @@ fn udp_ports(conf: &Config, v6: bool) -> Vec<u16> {
 /// socket when given (after a rule-deleting transaction, each netfilter socket's release
 /// waits for the rules' destruction: one socket, one release).
 fn flush_udp_conntrack(nf: Option<&mut NfTables>, v4: &[u16], v6: &[u16]) {
-    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport_with(nf, v4, v6) {
+    if let Err(e) = cni_kernel::conntrack::delete_udp_by_dport(nf, v4, v6) {
         eprintln!("portmap: failed to delete stale UDP conntrack entries: {e}");
     }
 }

@@ -155,15 +155,11 @@ fn delete_request(e: &UdpEntry) -> Vec<u8> {
 
 /// Deletes the conntrack entries of the calling thread's namespace whose original tuple is
 /// UDP to one of `v4` (IPv4) or `v6` (IPv6) destination ports. Returns how many were
-/// deleted. When the namespace has no entries at all, nothing is walked.
-pub fn delete_udp_by_dport(v4: &[u16], v6: &[u16]) -> Result<usize, NetlinkError> {
-    delete_udp_by_dport_with(None, v4, v6)
-}
-
-/// [`delete_udp_by_dport`] over the socket of `nf` when given. After a rule-deleting
-/// transaction the release of every `NETLINK_NETFILTER` socket of the namespace waits for the
-/// kernel's deferred destruction of those rules; one socket for both jobs is one release.
-pub fn delete_udp_by_dport_with(
+/// deleted. When the namespace has no entries at all, nothing is walked. Uses the socket of
+/// `nf` when given: after a rule-deleting transaction the release of every
+/// `NETLINK_NETFILTER` socket of the namespace waits for the kernel's deferred destruction of
+/// those rules, so one socket for both jobs is one release.
+pub fn delete_udp_by_dport(
     nf: Option<&mut NfTables>,
     v4: &[u16],
     v6: &[u16],

@@ -445,7 +445,7 @@ pub fn run(ctx: &mut Ctx) {
         let s = sb.clone();
         let (a, b, c, d) = worker.call(move || {
             let t = Instant::now();
-            let _ = cni_kernel::conntrack::delete_udp_by_dport(&[30000], &[]);
+            let _ = cni_kernel::conntrack::delete_udp_by_dport(None, &[30000], &[]);
             let ct = t.elapsed();
             let mut nl = Netlink::current().expect("netlink");
             nl.create_veth(&VethSpec {

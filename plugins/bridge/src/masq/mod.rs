@@ -311,13 +311,8 @@ fn nf_teardown_family(
     None
 }
 
-/// Starts removing an attachment's masquerade rules from both backends (see [`Teardown`]).
-/// `addrs` are the attachment's addresses if known (container interface or `prevResult`);
-/// without them everything keyed by `(network, container ID)` (iptables) or `(network,
-/// ifname, container ID)` (nftables) goes. A backend whose tool is missing or does not work
-/// is skipped with a note on stderr (nothing can have been created with it). Only the
-/// families of the known addresses are touched; both when they are unknown.
-pub fn teardown_start<'a>(inst: Instance<'a>, addrs: Option<&[IpNet]>) -> Teardown<'a> {
+/// Starts [`teardown`]: commits the nf_tables changes or starts the `iptables-restore` runs.
+fn teardown_start<'a>(inst: Instance<'a>, addrs: Option<&[IpNet]>) -> Teardown<'a> {
     let addrs: Option<Vec<IpNet>> = addrs.filter(|a| !a.is_empty()).map(<[IpNet]>::to_vec);
     let fams = match &addrs {
         Some(a) => families(a),
@@ -463,8 +458,12 @@ impl Teardown<'_> {
     }
 }
 
-/// Removes an attachment's masquerade rules from both backends, at once (see
-/// [`teardown_start`]).
+/// Removes an attachment's masquerade rules from both backends.
+/// `addrs` are the attachment's addresses if known (container interface or `prevResult`);
+/// without them everything keyed by `(network, container ID)` (iptables) or `(network,
+/// ifname, container ID)` (nftables) goes. A backend whose tool is missing or does not work
+/// is skipped with a note on stderr (nothing can have been created with it). Only the
+/// families of the known addresses are touched; both when they are unknown.
 pub fn teardown(inst: Instance<'_>, addrs: Option<&[IpNet]>) -> Result<(), BridgeError> {
     teardown_start(inst, addrs).finish()
 }

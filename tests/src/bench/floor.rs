@@ -6,10 +6,11 @@
 //!   up and on the bridge, in hairpin mode, without router advertisements (`accept_ra=0`);
 //!   in the sandbox, the settings the reference writes before the link comes up
 //!   (`arp_notify=1`, so the link-up announces the address; `accept_dad=0`, so IPv6 DAD
-//!   completes at once), the address, link up and the default route; then
-//!   one firewall transaction holding every per-container rule of both plugins (the
-//!   masquerade chain and jump, the port-mapping chain and entries): over netlink (the
-//!   least the kernel needs), or as one `iptables-restore` (the least without netlink).
+//!   completes at once), the address and the link-up; then one firewall transaction
+//!   holding every per-container rule of both plugins (the masquerade chain and jump, the
+//!   port-mapping chain and entries): over netlink (the least the kernel needs), or as one
+//!   `iptables-restore` (the least without netlink); last the default route (bridge's order:
+//!   the route would wait for the lock the DAD worker holds after the link-up).
 //! * DEL floor: delete those rules in one nf_tables transaction over netlink, delete the veth
 //!   pair, release the netlink socket (handed to the kernel, as in the plugins, so that the
 //!   transaction's RCU grace period is not waited for).
@@ -285,8 +286,8 @@ impl Floor {
     }
 
     /// One ADD: veth into the sandbox, up and on the bridge (hairpin, `accept_ra=0`);
-    /// `arp_notify`, `accept_dad=0`, address, link up and default route inside; the
-    /// per-container rules in one transaction.
+    /// `arp_notify`, `accept_dad=0`, address and link up inside; the per-container rules in
+    /// one transaction; the default route.
     pub fn add(&self, i: usize, sb: &cni_kernel::NetNs, tx: Tx) -> Duration {
         let ip = format!("10.88.{}.{}", 200 + i / 200, 2 + i % 200);
         let t = Instant::now();

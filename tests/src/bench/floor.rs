@@ -411,6 +411,7 @@ pub fn rounds(
         let (a, d) = worker.call(move || {
             let f = Floor::existing();
             let a = f.add(i, s.ns(), tx);
+            std::thread::sleep(super::ATTACHED);
             (a, f.del(i))
         });
         add.push(a);

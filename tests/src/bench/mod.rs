@@ -72,6 +72,17 @@ pub struct Row {
 /// after the reference's took 1.6–1.7× the DEL floor, the one after our own 1.15–1.3×).
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long a measured container stays attached before its DEL, wherever a DEL deletes a
+/// veth pair (`plugins`, `chain`, `floor`). The deletion's wait for RCU callbacks depends on
+/// the phase of the grace periods that the ADD's own work started, so a DEL issued a few ms
+/// after its ADD measures that phase more than the DEL: on one node, a bridge DEL right
+/// after its chain ADD took 26.8 ms (median of 40), 20–22 ms after a pause of 3 ms to 1 s;
+/// 0.6 ms more in portmap ADD (a UDP mapping's conntrack walk, or a busy loop in its place)
+/// moved bridge DEL's median by 3.6 ms. A container runs for a while before it is deleted,
+/// and with this pause ours, the reference's and the floor's DELs all start from the same
+/// state.
+pub const ATTACHED: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The pause after attaching background containers, before timing at a node size. Each new
 /// container interface sends IPv6 DAD probes, MLD reports and router solicitations for some
 /// seconds (DAD within 2 s of coming up, solicitations backing off from 4 s), each flooded by

@@ -4,7 +4,7 @@
 //! (2 mappings, a `prevResult` naming the container address; no bridge needed).
 
 use super::chain::{NET, bridge_conf, mappings, plugin_dir};
-use super::{Ctx, SETTLE, Stats, Worker, cni_env, exec, peak_rss_kib};
+use super::{ATTACHED, Ctx, SETTLE, Stats, Worker, cni_env, exec, peak_rss_kib};
 use cni_testkit::{Netns, Node, TempDir};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,7 @@ impl Side {
             let b = dir.join("bridge");
             let (out, a) = exec(&b, &cni_env("ADD", &id, &netns, &dir), &conf.to_string());
             assert!(out.ok(), "bridge ADD: {out}");
+            std::thread::sleep(ATTACHED);
             let mut del = conf.clone();
             del["prevResult"] = out.json();
             let (out, d) = exec(&b, &cni_env("DEL", &id, &netns, &dir), &del.to_string());

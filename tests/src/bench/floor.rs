@@ -396,7 +396,8 @@ impl Floor {
     }
 }
 
-/// Floor ADD and DEL rounds on a worker's node (set up by the plugins or [`Floor::setup`]):
+/// Floor ADD and DEL rounds on a worker's node (set up by the plugins or [`Floor::setup`]),
+/// each attached [`super::ATTACHED`] before its DEL:
 /// `(add, del, del parts)`.
 pub fn rounds(
     worker: &Worker,

@@ -593,6 +593,11 @@ pub struct Removed {
     pub udp_ports: Vec<u16>,
     /// Something was removed.
     pub any: bool,
+    /// UDP host ports whose removed DNAT rules, by their counters, had translated no packet
+    /// (netlink path only): no conntrack entry can carry their translation, so the flush
+    /// need not walk the table for them. A counter reset by hand makes one look idle; its
+    /// entries then time out, as the reference (which flushes on ADD only) always leaves them.
+    pub idle_udp_ports: Vec<u16>,
 }
 
 /// The removal transaction for a container's per-container state in one listing: entry rules
@@ -641,6 +646,38 @@ fn udp_ports_nf(rules: &[Rule]) -> Vec<u16> {
         }
     }
     out
+}
+
+/// UDP host ports whose every DNAT rule in `rules` (a container chain, nf_tables encoding)
+/// has a counter that matched no packet.
+fn idle_udp_ports_nf(rules: &[Rule]) -> Vec<u16> {
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    for r in rules {
+        let dnat = r
+            .exprs
+            .iter()
+            .any(|e| matches!(e, Expr::Target { name, .. } if name == "DNAT"));
+        if !dnat || r.meta_eq(META_L4PROTO) != Some(&[17u8][..]) {
+            continue;
+        }
+        let Some((data, None)) = r.payload_eq(TRANSPORT_HEADER, 2) else {
+            continue;
+        };
+        let Ok(port) = <[u8; 2]>::try_from(data.as_slice()) else {
+            continue;
+        };
+        let p = u16::from_be_bytes(port);
+        let list = if r.packets() == Some(0) {
+            &mut idle
+        } else {
+            &mut busy
+        };
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    idle.retain(|p| !busy.contains(p));
+    idle
 }
 
 /// One chain DEL removes, as read from nf_tables: its name, the chain its entry rules are in,
@@ -700,6 +737,11 @@ pub fn plan_del_nf(family: Family, chains: &[ChainState<'_>]) -> Option<(Vec<Cha
         for p in udp_ports_nf(&st.chain_rules) {
             if !removed.udp_ports.contains(&p) {
                 removed.udp_ports.push(p);
+            }
+        }
+        for p in idle_udp_ports_nf(&st.chain_rules) {
+            if !removed.idle_udp_ports.contains(&p) {
+                removed.idle_udp_ports.push(p);
             }
         }
         removed.any = true;
@@ -796,6 +838,7 @@ pub fn del_fast(
         return Ok(Removed {
             udp_ports: ports,
             any: true,
+            idle_udp_ports: Vec::new(),
         });
     }
     del(&conf.network, container_id, family)
@@ -1455,6 +1498,82 @@ mod tests {
         };
         let (changes, removed) = plan_del_nf(Family::V4, &[absent]).unwrap();
         assert!(changes.is_empty() && !removed.any);
+    }
+
+    #[test]
+    fn idle_udp_ports_from_counters() {
+        let conf = Config::parse(
+            &NetConf::parse(
+                br#"{"name":"test","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":53,"containerPort":53,"protocol":"udp"},{"hostPort":54,"containerPort":54,"protocol":"udp"}]}}"#,
+            )
+            .unwrap(),
+            || crate::config::Backend::Iptables,
+        )
+        .unwrap();
+        let chain = dnat_chain("test", "abc");
+        // The container chain's rules as ADD writes them, listed with their counters.
+        let listed = |busy: &[u16]| -> Vec<Rule> {
+            new_changes(&conf, "abc", "10.0.0.2/24".parse().unwrap())
+                .unwrap()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::AppendRule {
+                        chain: ch, exprs, ..
+                    } if ch == chain => Some(exprs),
+                    _ => None,
+                })
+                .enumerate()
+                .map(|(i, exprs)| {
+                    let mut r = nf_rule(&chain, i as u64 + 10, exprs.clone());
+                    r.raw_exprs = cni_kernel::nftables::encode_exprs(&exprs);
+                    let dnat_port = r.payload_eq(TRANSPORT_HEADER, 2).map(|(d, _)| d);
+                    let is_dnat = exprs
+                        .iter()
+                        .any(|e| matches!(e, Expr::Target { name, .. } if name == "DNAT"));
+                    if is_dnat
+                        && busy
+                            .iter()
+                            .any(|p| dnat_port == Some(p.to_be_bytes().to_vec()))
+                    {
+                        // Counted traffic: a rule whose counter the kernel did not report as 0.
+                        r.raw_exprs.clear();
+                    }
+                    r
+                })
+                .collect()
+        };
+        let rules = listed(&[]);
+        assert_eq!(rules.len(), 9, "3 mappings x (2 SETMARK + DNAT)");
+        let mut idle = idle_udp_ports_nf(&rules);
+        idle.sort_unstable();
+        assert_eq!(
+            idle,
+            vec![53, 54],
+            "no traffic: both UDP ports idle, TCP never"
+        );
+        assert_eq!(idle_udp_ports_nf(&listed(&[54])), vec![53]);
+        assert!(idle_udp_ports_nf(&listed(&[53, 54])).is_empty());
+        // Without counters (another tool's rules): nothing is known to be idle.
+        let bare: Vec<Rule> = rules
+            .iter()
+            .map(|r| nf_rule(&chain, r.handle, r.exprs.clone()))
+            .collect();
+        assert!(idle_udp_ports_nf(&bare).is_empty());
+        // plan_del_nf reports them with the ports it removes.
+        let st = ChainState {
+            entry: DNAT_CHAIN,
+            chain: chain.clone(),
+            info: Some(ChainInfo {
+                handle: 9,
+                use_count: 9,
+                base: false,
+                comment: None,
+            }),
+            entry_rules: Vec::new(),
+            chain_rules: listed(&[54]),
+        };
+        let (_, removed) = plan_del_nf(Family::V4, &[st]).unwrap();
+        assert_eq!(removed.idle_udp_ports, vec![53]);
     }
 
     #[test]

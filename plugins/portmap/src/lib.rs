@@ -209,7 +209,8 @@ fn del(req: &Request) -> Result<(), PortmapError> {
             for (v6, outcome) in outcomes {
                 match outcome {
                     Ok(r) if r.any => {
-                        let ports = merge_ports(r.udp_ports, udp_ports(&conf, v6));
+                        let mut ports = merge_ports(r.udp_ports, udp_ports(&conf, v6));
+                        ports.retain(|p| !r.idle_udp_ports.contains(p));
                         if v6 {
                             p6 = ports;
                         } else {

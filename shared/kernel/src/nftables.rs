@@ -266,6 +266,43 @@ impl Rule {
     pub fn significant(&self) -> impl Iterator<Item = &Expr> {
         self.exprs.iter().filter(|e| !matches!(e, Expr::Counter))
     }
+
+    /// The packets the rule's `counter` expressions have counted (their sum), as the kernel
+    /// reported them; `None` if it has no counter or one without a packet count.
+    pub fn packets(&self) -> Option<u64> {
+        let mut total: Option<u64> = None;
+        for (ty, elem) in attrs(&self.raw_exprs) {
+            if ty != NFTA_LIST_ELEM {
+                continue;
+            }
+            let (mut name, mut data): (String, &[u8]) = (String::new(), &[]);
+            for (t, d) in attrs(elem) {
+                match t {
+                    NFTA_EXPR_NAME => name = cstr(d),
+                    NFTA_EXPR_DATA => data = d,
+                    _ => {}
+                }
+            }
+            if name == "counter" {
+                let n = attrs(data)
+                    .into_iter()
+                    .find(|(t, _)| *t == NFTA_COUNTER_PACKETS)
+                    .and_then(|(_, d)| be64(d))?;
+                total = Some(total.unwrap_or(0).saturating_add(n));
+            }
+        }
+        total
+    }
+}
+
+/// The `NFTA_RULE_EXPRESSIONS` payload of `exprs` as this crate commits them (counters at
+/// zero): what [`Rule::raw_exprs`] holds for a rule listed right after it was added.
+pub fn encode_exprs(exprs: &[Expr]) -> Vec<u8> {
+    let mut b = Builder::new(&[]);
+    for e in exprs {
+        e.encode(&mut b);
+    }
+    b.buf
 }
 
 /// `NFT_PAYLOAD_NETWORK_HEADER`.
@@ -935,5 +972,48 @@ mod tests {
         };
         assert_eq!(r.jump_target(), Some("CNI-X"));
         assert_eq!(r.significant().count(), 1);
+    }
+
+    #[test]
+    fn counter_packets() {
+        let counter = |b: &mut Builder, packets: u64| {
+            b.nest(NFTA_LIST_ELEM, true, |b| {
+                b.str(NFTA_EXPR_NAME, "counter");
+                b.nest(NFTA_EXPR_DATA, true, |b| {
+                    b.attr(NFTA_COUNTER_BYTES, &(packets * 60).to_be_bytes());
+                    b.attr(NFTA_COUNTER_PACKETS, &packets.to_be_bytes());
+                });
+            });
+        };
+        let rule = |raw: Vec<u8>| Rule {
+            chain: "C".into(),
+            handle: 1,
+            comment: None,
+            exprs: Vec::new(),
+            raw_exprs: raw,
+            compat: None,
+        };
+        let mut b = Builder::new(&[]);
+        counter(&mut b, 5);
+        Expr::Target {
+            name: "DNAT".into(),
+            rev: 2,
+            info: vec![0; 4],
+        }
+        .encode(&mut b);
+        assert_eq!(rule(b.buf).packets(), Some(5));
+        let mut b = Builder::new(&[]);
+        counter(&mut b, 2);
+        counter(&mut b, 3);
+        assert_eq!(rule(b.buf).packets(), Some(5));
+        assert_eq!(
+            rule(encode_exprs(&[Expr::Counter, Expr::Meta { key: 16 }])).packets(),
+            Some(0)
+        );
+        assert_eq!(
+            rule(encode_exprs(&[Expr::Meta { key: 16 }])).packets(),
+            None
+        );
+        assert_eq!(rule(Vec::new()).packets(), None);
     }
 }

@@ -210,6 +210,7 @@ fn del(req: &Request) -> Result<(), PortmapError> {
                 match outcome {
                     Ok(r) if r.any => {
                         let mut ports = merge_ports(r.udp_ports, udp_ports(&conf, v6));
+                        // A port whose DNAT rule never matched has no translated entries.
                         ports.retain(|p| !r.idle_udp_ports.contains(p));
                         if v6 {
                             p6 = ports;

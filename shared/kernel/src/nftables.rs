@@ -275,14 +275,7 @@ impl Rule {
             if ty != NFTA_LIST_ELEM {
                 continue;
             }
-            let (mut name, mut data): (String, &[u8]) = (String::new(), &[]);
-            for (t, d) in attrs(elem) {
-                match t {
-                    NFTA_EXPR_NAME => name = cstr(d),
-                    NFTA_EXPR_DATA => data = d,
-                    _ => {}
-                }
-            }
+            let (name, data) = expr_name_data(elem);
             if name == "counter" {
                 let n = attrs(data)
                     .into_iter()
@@ -518,9 +511,9 @@ fn parse_data(d: &[u8]) -> (Option<Verdict>, Vec<u8>) {
     (verdict, value)
 }
 
-fn parse_expr(elem: &[u8]) -> Expr {
-    let mut name = String::new();
-    let mut data: &[u8] = &[];
+/// The name and the data attribute of one `NFTA_LIST_ELEM` expression.
+fn expr_name_data(elem: &[u8]) -> (String, &[u8]) {
+    let (mut name, mut data): (String, &[u8]) = (String::new(), &[]);
     for (ty, d) in attrs(elem) {
         match ty {
             NFTA_EXPR_NAME => name = cstr(d),
@@ -528,6 +521,11 @@ fn parse_expr(elem: &[u8]) -> Expr {
             _ => {}
         }
     }
+    (name, data)
+}
+
+fn parse_expr(elem: &[u8]) -> Expr {
+    let (name, data) = expr_name_data(elem);
     let a = attrs(data);
     let get = |t: u16| a.iter().find(|(ty, _)| *ty == t).map(|(_, d)| *d);
     let u = |t: u16| get(t).and_then(be32).unwrap_or(0);

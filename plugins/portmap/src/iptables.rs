@@ -631,18 +631,26 @@ pub fn del_transaction(net: &str, container_id: &str, listing: &Ruleset) -> (Res
     (tx, removed)
 }
 
+/// The UDP destination port a rule matches (nf_tables encoding), if it matches one.
+#[inline(always)]
+fn udp_dport(r: &Rule) -> Option<u16> {
+    if r.meta_eq(META_L4PROTO) != Some(&[17u8][..]) {
+        return None;
+    }
+    let (data, None) = r.payload_eq(TRANSPORT_HEADER, 2)? else {
+        return None;
+    };
+    Some(u16::from_be_bytes(
+        <[u8; 2]>::try_from(data.as_slice()).ok()?,
+    ))
+}
+
 /// UDP host ports matched by rules of a container chain (nf_tables encoding).
 fn udp_ports_nf(rules: &[Rule]) -> Vec<u16> {
     let mut out = Vec::new();
-    for r in rules {
-        if r.meta_eq(META_L4PROTO) == Some(&[17u8][..])
-            && let Some((data, None)) = r.payload_eq(TRANSPORT_HEADER, 2)
-            && data.len() == 2
-        {
-            let p = u16::from_be_bytes([data[0], data[1]]);
-            if !out.contains(&p) {
-                out.push(p);
-            }
+    for p in rules.iter().filter_map(udp_dport) {
+        if !out.contains(&p) {
+            out.push(p);
         }
     }
     out
@@ -657,16 +665,12 @@ fn idle_udp_ports_nf(rules: &[Rule]) -> Vec<u16> {
             .exprs
             .iter()
             .any(|e| matches!(e, Expr::Target { name, .. } if name == "DNAT"));
-        if !dnat || r.meta_eq(META_L4PROTO) != Some(&[17u8][..]) {
+        if !dnat {
             continue;
         }
-        let Some((data, None)) = r.payload_eq(TRANSPORT_HEADER, 2) else {
+        let Some(p) = udp_dport(r) else {
             continue;
         };
-        let Ok(port) = <[u8; 2]>::try_from(data.as_slice()) else {
-            continue;
-        };
-        let p = u16::from_be_bytes(port);
         let list = if r.packets() == Some(0) {
             &mut idle
         } else {

@@ -181,6 +181,11 @@ fn masqueraded_traffic_arrives_from_the_node_address() {
         let out = outside(&w.node, "bmout");
         let rt = w.runtime(w.conf(json!({"ipMasqBackend": backend,
             "ipam": w.ipam(&["10.88.0.0/16"])})));
+        // Attached first: masq1's ADD then finds the table (nftables) or its chains
+        // (iptables) in place, and takes the path of every later ADD on a node.
+        let c0 = w.node.container("bmc0");
+        let att0 = Attachment::new("masq0", &c0.path());
+        add_ok(&rt, &att0);
         let c = w.node.container("bmc");
         let att = Attachment::new("masq1", &c.path());
         add_ok(&rt, &att);
@@ -212,6 +217,14 @@ fn masqueraded_traffic_arrives_from_the_node_address() {
         }
         rt.check(&att).unwrap_or_else(|e| panic!("{backend}: {e}"));
         rt.del(&att).unwrap();
+        if backend == "nftables" {
+            let t = w.node.nft_ruleset();
+            assert!(
+                !t.contains(&names::nft_masq_comment("mynet", "eth0", "masq1")),
+                "{t}"
+            );
+        }
+        rt.del(&att0).unwrap();
         drop(out);
     }
     // Control: without ipMasq the outside host cannot answer.

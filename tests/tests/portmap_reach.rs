@@ -15,6 +15,10 @@ const CP: u16 = 80;
 
 fn reachability(backend: &'static str) {
     let mut w = World::new(&format!("reach{}", &backend[..3]), &Opts::new(backend));
+    // A container attached first: A's ADD then finds the shared chains (iptables) or the
+    // table (nftables) in place, and takes the path of every later ADD on a node.
+    let (_c, att_c) = w.container("ctrc", maps(&[(HP + 1, CP, "tcp")]));
+    w.add(&att_c);
     let (a, att_a) = w.container("ctra", maps(&[(HP, CP, "tcp"), (HP, CP, "udp")]));
     let (b, att_b) = w.container("ctrb", json!([]));
     let res_a = w.add(&att_a);
@@ -102,6 +106,7 @@ fn reachability(backend: &'static str) {
             "{proto} v6 still mapped"
         );
     }
+    w.rt.del(&att_c).unwrap_or_else(|e| panic!("DEL: {e}"));
     let state = w.firewall_state();
     assert!(!state.contains("ctra"), "{state}");
     assert!(!state.contains("CNI-DN-"), "{state}");

@@ -488,6 +488,7 @@ pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Optio
             chain: c.to_string(),
             exprs,
             compat: Some(compat),
+            comment: None,
         })
     };
     let mut out = vec![Change::AddChain {

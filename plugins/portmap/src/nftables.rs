@@ -1,6 +1,8 @@
-//! The nftables backend: the reference's `ip|ip6 cni_hostport` layout (`plugins.md` §3.4)
-//! written as one `nft -f -` script for **both** families (one process per ADD), and one JSON
-//! listing per family where rule handles are needed (DEL, CHECK, GC, rollback).
+//! The nftables backend: the reference's `ip|ip6 cni_hostport` layout (`plugins.md` §3.4).
+//! ADD writes what is missing as one `nft -f -` script for **both** families, or, when only
+//! the container's own rules are missing (every ADD after a network's first), commits those
+//! over netlink, encoded as `nft` encodes them (no process). DEL reads and removes over
+//! netlink; a JSON listing per family is the fallback where rule handles are needed.
 //!
 //! Differences from the reference, all invisible to its DEL and CHECK (they only look at
 //! chain names and comments):
@@ -19,7 +21,8 @@ use crate::error::PortmapError;
 use cni_kernel::firewall::names::h16;
 use cni_kernel::firewall::nft::{self, NftRule};
 use cni_kernel::nftables::{
-    Change, Expr, META_L4PROTO, NfFamily, NfTables, Rule, TRANSPORT_HEADER, Verdict,
+    CMP_EQ, CMP_NEQ, CT_STATUS, Change, Expr, IPS_DST_NAT, META_L4PROTO, NAT_DNAT,
+    NAT_PROTO_SPECIFIED, NfFamily, NfTables, Rule, TRANSPORT_HEADER, Verdict, addr_match, octets,
 };
 use ipnet::IpNet;
 use serde_json::Value;
@@ -105,6 +108,16 @@ impl Current {
     fn has(&self, chain: &str) -> bool {
         self.table && self.chains.iter().any(|c| c == chain)
     }
+
+    /// Everything but a container's own rules is in place for `conf`: an ADD only appends
+    /// those ([`rule_changes`]).
+    pub fn complete(&self, conf: &Config) -> bool {
+        self.table
+            && self.hostports_all
+            && self.prerouting
+            && self.output
+            && chains(conf, "").iter().all(|(c, _)| self.has(c))
+    }
 }
 
 fn verdict(r: &Rule) -> Option<&Verdict> {
@@ -162,38 +175,10 @@ fn nf_family(v6: bool) -> NfFamily {
     if v6 { NfFamily::Ipv6 } else { NfFamily::Ipv4 }
 }
 
-/// The ADD script for one container address (pure). Lines are `add`/`flush` commands of one
-/// transaction; several families can be concatenated into one `nft -f -` input.
-pub fn add_script(conf: &Config, container_id: &str, container: IpNet) -> Vec<String> {
-    add_script_with(conf, container_id, container, Current::default())
-}
-
-/// [`add_script`] that leaves alone the chains `current` says are already right.
-pub fn add_script_with(
-    conf: &Config,
-    container_id: &str,
-    container: IpNet,
-    current: Current,
-) -> Vec<String> {
-    let v6 = is_v6(&container.addr());
-    let f = family(v6);
-    let t = format!("{f} {TABLE}");
-    let cmt = nft::quote(&comment(container_id));
-    let ip = container.addr().to_canonical();
-    let raw_conds = conf.conditions(v6).join(" ");
-    let marker = nft::quote(&base_marker(&raw_conds));
-    let conds = if raw_conds.is_empty() {
-        String::new()
-    } else {
-        format!("{raw_conds} ")
-    };
+/// The chains an ADD of `conf` needs (in table `t`, `<family> cni_hostport`), each with the
+/// line that creates it.
+fn chains(conf: &Config, t: &str) -> Vec<(String, String)> {
     let rec = record_chain(&conf.network);
-    let mut out = Vec::new();
-    if !current.table {
-        out.push(format!(
-            "add table {t} {{ comment \"CNI portmap plugin\" ; }}"
-        ));
-    }
     let mut chains = vec![
         (HOSTPORTS.to_string(), format!("add chain {t} {HOSTPORTS}")),
         (
@@ -228,8 +213,43 @@ pub fn add_script_with(
             ),
         ),
     ]);
+    chains
+}
+
+/// The ADD script for one container address (pure). Lines are `add`/`flush` commands of one
+/// transaction; several families can be concatenated into one `nft -f -` input.
+pub fn add_script(conf: &Config, container_id: &str, container: IpNet) -> Vec<String> {
+    add_script_with(conf, container_id, container, Current::default())
+}
+
+/// [`add_script`] that leaves alone the chains `current` says are already right.
+pub fn add_script_with(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    current: Current,
+) -> Vec<String> {
+    let v6 = is_v6(&container.addr());
+    let f = family(v6);
+    let t = format!("{f} {TABLE}");
+    let cmt = nft::quote(&comment(container_id));
+    let ip = container.addr().to_canonical();
+    let raw_conds = conf.conditions(v6).join(" ");
+    let marker = nft::quote(&base_marker(&raw_conds));
+    let conds = if raw_conds.is_empty() {
+        String::new()
+    } else {
+        format!("{raw_conds} ")
+    };
+    let rec = record_chain(&conf.network);
+    let mut out = Vec::new();
+    if !current.table {
+        out.push(format!(
+            "add table {t} {{ comment \"CNI portmap plugin\" ; }}"
+        ));
+    }
     out.extend(
-        chains
+        chains(conf, &t)
             .into_iter()
             .filter(|(c, _)| !current.has(c))
             .map(|(_, line)| line),
@@ -292,20 +312,147 @@ pub fn add_script_with(
     out
 }
 
-/// Applies the ADD for all container addresses in one `nft -f -` transaction (the only
-/// process of an nftables ADD); what is already right is read over netlink first.
+/// The container's own rules of [`add_script_with`] (DNAT per mapping, hairpin masquerading,
+/// the record), one change each, encoded as `nft` 1.0 encodes those lines: an ADD that finds
+/// everything else in place makes them over netlink, without starting `nft`. `None` unless
+/// `current` is [complete](Current::complete) and every address is of the container's family
+/// (an IPv4-mapped IPv6 address is left to `nft`).
+pub fn rule_changes(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    current: &Current,
+) -> Option<Vec<Change>> {
+    let v6 = is_v6(&container.addr());
+    let cmt = comment(container_id);
+    if !current.complete(conf) || container.addr().is_ipv6() != v6 || !nft::plain(&cmt) {
+        return None;
+    }
+    let family = nf_family(v6);
+    let ip = container.addr();
+    let host = IpNet::from(ip);
+    let rule = |chain: &str, exprs: Vec<Expr>| Change::AppendRule {
+        family,
+        table: TABLE.to_string(),
+        chain: chain.to_string(),
+        exprs,
+        compat: None,
+        comment: Some(cmt.clone()),
+    };
+    let mut out = Vec::new();
+    for m in conf.mappings.iter().filter(|m| m.applies_to(v6)) {
+        let mut e = Vec::new();
+        if m.host_ip_match().is_some() {
+            let (_, h) = m.host_ip.as_ref()?;
+            if h.is_ipv6() != v6 {
+                return None;
+            }
+            e.extend(addr_match(IpNet::from(*h), true, true));
+        }
+        e.extend([
+            Expr::Meta { key: META_L4PROTO },
+            Expr::Cmp {
+                op: CMP_EQ,
+                data: vec![m.protocol.number()],
+            },
+            Expr::Payload {
+                base: TRANSPORT_HEADER,
+                offset: 2,
+                len: 2,
+            },
+            Expr::Cmp {
+                op: CMP_EQ,
+                data: m.host_port.to_be_bytes().to_vec(),
+            },
+            Expr::Immediate {
+                verdict: None,
+                value: octets(ip),
+            },
+            Expr::ImmediateReg {
+                reg: 2,
+                value: m.container_port.to_be_bytes().to_vec(),
+            },
+            Expr::Nat {
+                nat_type: NAT_DNAT,
+                family,
+                addr_reg: 1,
+                proto_reg: 2,
+                flags: NAT_PROTO_SPECIFIED,
+            },
+        ]);
+        out.push(rule(HOSTPORTS, e));
+    }
+    if conf.snat {
+        // `ct status dnat`: the status bits are in host byte order.
+        let dnatted = [
+            Expr::Ct { key: CT_STATUS },
+            Expr::Bitwise {
+                mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            },
+            Expr::Cmp {
+                op: CMP_NEQ,
+                data: vec![0; 4],
+            },
+        ];
+        let masq = |sources: Option<IpNet>, dnatted: &[Expr]| {
+            let mut e = sources
+                .map(|s| addr_match(s, false, true))
+                .unwrap_or_default();
+            e.extend(addr_match(host, true, true));
+            e.extend_from_slice(dnatted);
+            e.push(Expr::Masq);
+            rule(MASQUERADING, e)
+        };
+        if conf.masq_all {
+            out.push(masq(None, &dnatted));
+        } else {
+            out.push(masq(Some(container.trunc()), &dnatted));
+            if !v6 {
+                out.push(masq(Some(IpNet::from(IpAddr::from([127, 0, 0, 1]))), &[]));
+            }
+        }
+    }
+    let mut record = addr_match(host, true, true);
+    record.push(Expr::Immediate {
+        verdict: Some(Verdict::Return),
+        value: Vec::new(),
+    });
+    out.push(rule(&record_chain(&conf.network), record));
+    Some(out)
+}
+
+/// Applies the ADD for all container addresses in one transaction; what is already right is
+/// read over netlink first. When only the container's own rules are missing (every ADD after
+/// the network's first), they are committed over netlink ([`rule_changes`]); otherwise one
+/// `nft -f -` (the only process of an nftables ADD) writes what is missing.
 pub fn add(conf: &Config, container_id: &str, ips: &[IpNet]) -> Result<(), PortmapError> {
     let mut nf = NfTables::open().ok();
     let mut script = String::new();
+    let mut changes = Some(Vec::new());
     for ip in ips {
         let cur = nf
             .as_mut()
             .map(|nf| current(nf, conf, is_v6(&ip.addr())))
             .unwrap_or_default();
+        match (
+            changes.as_mut(),
+            rule_changes(conf, container_id, *ip, &cur),
+        ) {
+            (Some(all), Some(c)) => all.extend(c),
+            _ => changes = None,
+        }
         for l in add_script_with(conf, container_id, *ip, cur) {
             script.push_str(&l);
             script.push('\n');
         }
+    }
+    // A refused transaction changed nothing: `nft` then applies the same rules (and reports
+    // what is wrong, if anything).
+    if let (Some(nf), Some(changes)) = (nf.as_mut(), changes)
+        && nf.commit(&changes, None).is_ok()
+    {
+        return Ok(());
     }
     nft::apply(&script)
         .map_err(|e| PortmapError::firewall("unable to set up nftables rules for port mappings", e))

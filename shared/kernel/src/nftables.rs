@@ -17,8 +17,10 @@
 //! `Socket`'s `Drop` in [`crate::netlink`]): dropping an [`NfTables`] never waits.
 
 use crate::netlink::{Builder, NetlinkError, Socket, attrs};
+use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sys::socket::SockProtocol;
+use std::net::IpAddr;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -83,6 +85,13 @@ const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
 const NFTA_BITWISE_MASK: u16 = 4;
 const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_NAT_TYPE: u16 = 1;
+const NFTA_NAT_FAMILY: u16 = 2;
+const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+const NFTA_NAT_FLAGS: u16 = 7;
 const NFTA_COMPAT_NAME: u16 = 1;
 const NFTA_COMPAT_REV: u16 = 2;
 const NFTA_COMPAT_INFO: u16 = 3;
@@ -103,13 +112,25 @@ pub enum NfFamily {
 }
 
 impl NfFamily {
-    fn code(self) -> u8 {
+    /// The `NFPROTO_*` number (what `meta nfproto` compares with).
+    pub fn code(self) -> u8 {
         match self {
             NfFamily::Inet => 1,
             NfFamily::Ipv4 => 2,
             NfFamily::Bridge => 7,
             NfFamily::Ipv6 => 10,
         }
+    }
+
+    fn from_code(code: u32) -> Option<NfFamily> {
+        [
+            NfFamily::Inet,
+            NfFamily::Ipv4,
+            NfFamily::Bridge,
+            NfFamily::Ipv6,
+        ]
+        .into_iter()
+        .find(|f| u32::from(f.code()) == code)
     }
 
     /// The family's name in `nft` syntax.
@@ -186,6 +207,22 @@ pub enum Expr {
     },
     /// `counter`.
     Counter,
+    /// `immediate`: a value loaded into a register other than 1 (`nft` loads the port of a
+    /// `dnat to` into register 2).
+    ImmediateReg { reg: u32, value: Vec<u8> },
+    /// `ct load <key>` into register 1 (`ct status`: [`CT_STATUS`]).
+    Ct { key: u32 },
+    /// `nat`: `nat_type` 0 = snat, 1 = dnat; the address and the port come from registers
+    /// (`0` = none), `flags` are `NF_NAT_RANGE_*`.
+    Nat {
+        nat_type: u32,
+        family: NfFamily,
+        addr_reg: u32,
+        proto_reg: u32,
+        flags: u32,
+    },
+    /// `masq` without options.
+    Masq,
     /// Any other expression, by name.
     Other(String),
 }
@@ -306,6 +343,73 @@ pub const TRANSPORT_HEADER: u32 = 2;
 pub const META_MARK: u32 = 3;
 /// `NFT_META_L4PROTO`.
 pub const META_L4PROTO: u32 = 16;
+/// `NFT_CT_STATUS`: the conntrack status bits ([`Expr::Ct`]), in host byte order.
+pub const CT_STATUS: u32 = 2;
+/// `IPS_DST_NAT`: the status bit of a connection that was DNATed (`ct status dnat`).
+pub const IPS_DST_NAT: u32 = 0x20;
+/// `NFT_NAT_DNAT` ([`Expr::Nat`]).
+pub const NAT_DNAT: u32 = 1;
+/// `NF_NAT_RANGE_PROTO_SPECIFIED`: the `nat` expression sets the port too.
+pub const NAT_PROTO_SPECIFIED: u32 = 2;
+
+/// `NFT_META_NFPROTO`: the packet's family in an `inet` table (`ip` or `ip6` matches).
+pub const META_NFPROTO: u32 = 15;
+/// `NFT_CMP_EQ`.
+pub const CMP_EQ: u32 = 0;
+/// `NFT_CMP_NEQ`.
+pub const CMP_NEQ: u32 = 1;
+
+/// `ip|ip6 saddr|daddr ==|!= <net>` as `nft` 1.0 encodes it (for a table of the address's
+/// family; an `inet` table needs a `meta nfproto` match first): a prefix on a byte boundary
+/// loads just its bytes, any other prefix (and `/0`) the whole address under a mask.
+pub fn addr_match(net: IpNet, daddr: bool, equal: bool) -> Vec<Expr> {
+    let (offset, addr, mask) = match net {
+        IpNet::V4(n) => (
+            if daddr { 16 } else { 12 },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+        IpNet::V6(n) => (
+            if daddr { 24 } else { 8 },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+    };
+    let op = if equal { CMP_EQ } else { CMP_NEQ };
+    let prefix = usize::from(net.prefix_len());
+    let load = |len: usize| Expr::Payload {
+        base: NETWORK_HEADER,
+        offset,
+        len: len as u32,
+    };
+    if prefix > 0 && prefix % 8 == 0 {
+        let n = prefix / 8;
+        vec![
+            load(n),
+            Expr::Cmp {
+                op,
+                data: addr[..n].to_vec(),
+            },
+        ]
+    } else {
+        vec![
+            load(addr.len()),
+            Expr::Bitwise {
+                xor: vec![0; mask.len()],
+                mask,
+            },
+            Expr::Cmp { op, data: addr },
+        ]
+    }
+}
+
+/// An address as register data (network byte order).
+pub fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
 
 /// One change of an atomic [`NfTables::commit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +447,8 @@ pub enum Change {
         chain: String,
         exprs: Vec<Expr>,
         compat: Option<(u32, u32)>,
+        /// The `nft` comment (userdata), as `nft ... comment "..."` writes it.
+        comment: Option<String>,
     },
 }
 
@@ -370,6 +476,10 @@ impl Expr {
             Expr::Match { .. } => "match",
             Expr::Target { .. } => "target",
             Expr::Counter => "counter",
+            Expr::ImmediateReg { .. } => "immediate",
+            Expr::Ct { .. } => "ct",
+            Expr::Nat { .. } => "nat",
+            Expr::Masq => "masq",
             Expr::Other(_) => return,
         };
         b.nest(NFTA_LIST_ELEM, true, |b| {
@@ -432,7 +542,34 @@ impl Expr {
                     b.attr(NFTA_COUNTER_BYTES, &0u64.to_be_bytes());
                     b.attr(NFTA_COUNTER_PACKETS, &0u64.to_be_bytes());
                 }
-                Expr::Other(_) => {}
+                Expr::ImmediateReg { reg, value } => {
+                    b.attr(NFTA_IMMEDIATE_DREG, &be(*reg));
+                    put_data(b, NFTA_IMMEDIATE_DATA, value);
+                }
+                Expr::Ct { key } => {
+                    b.attr(NFTA_CT_DREG, &be(NFT_REG_1));
+                    b.attr(NFTA_CT_KEY, &be(*key));
+                }
+                Expr::Nat {
+                    nat_type,
+                    family,
+                    addr_reg,
+                    proto_reg,
+                    flags,
+                } => {
+                    b.attr(NFTA_NAT_TYPE, &be(*nat_type));
+                    b.attr(NFTA_NAT_FAMILY, &be(u32::from(family.code())));
+                    if *addr_reg != 0 {
+                        b.attr(NFTA_NAT_REG_ADDR_MIN, &be(*addr_reg));
+                    }
+                    if *proto_reg != 0 {
+                        b.attr(NFTA_NAT_REG_PROTO_MIN, &be(*proto_reg));
+                    }
+                    if *flags != 0 {
+                        b.attr(NFTA_NAT_FLAGS, &be(*flags));
+                    }
+                }
+                Expr::Masq | Expr::Other(_) => {}
             });
         });
     }
@@ -463,6 +600,16 @@ fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
 
 fn msg_type(msg: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | msg
+}
+
+/// The nftnl userdata of a comment: one TLV, the text with its NUL (`None` if over 254 bytes,
+/// which no `nft` comment is).
+fn udata_of_comment(comment: &str) -> Option<Vec<u8>> {
+    let len = u8::try_from(comment.len() + 1).ok()?;
+    let mut u = vec![UDATA_COMMENT, len];
+    u.extend_from_slice(comment.as_bytes());
+    u.push(0);
+    Some(u)
 }
 
 /// Parses the comment TLV out of nftnl userdata.
@@ -532,9 +679,25 @@ fn parse_expr(elem: &[u8]) -> Expr {
     match name.as_str() {
         "immediate" => {
             let (verdict, value) = get(NFTA_IMMEDIATE_DATA).map(parse_data).unwrap_or_default();
-            let _ = get(NFTA_IMMEDIATE_DREG);
-            Expr::Immediate { verdict, value }
+            match u(NFTA_IMMEDIATE_DREG) {
+                reg if verdict.is_none() && reg > NFT_REG_1 => Expr::ImmediateReg { reg, value },
+                _ => Expr::Immediate { verdict, value },
+            }
         }
+        "ct" if u(NFTA_CT_DREG) == NFT_REG_1 => Expr::Ct {
+            key: u(NFTA_CT_KEY),
+        },
+        "nat" => match NfFamily::from_code(u(NFTA_NAT_FAMILY)) {
+            Some(family) => Expr::Nat {
+                nat_type: u(NFTA_NAT_TYPE),
+                family,
+                addr_reg: u(NFTA_NAT_REG_ADDR_MIN),
+                proto_reg: u(NFTA_NAT_REG_PROTO_MIN),
+                flags: u(NFTA_NAT_FLAGS),
+            },
+            None => Expr::Other(name),
+        },
+        "masq" if a.is_empty() => Expr::Masq,
         "cmp" => Expr::Cmp {
             op: u(NFTA_CMP_OP),
             data: get(NFTA_CMP_DATA)
@@ -661,6 +824,7 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             chain,
             exprs,
             compat,
+            comment,
         } => {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
@@ -674,6 +838,9 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
                     b.attr(NFTA_RULE_COMPAT_PROTO, &be(*proto));
                     b.attr(NFTA_RULE_COMPAT_FLAGS, &be(*flags));
                 });
+            }
+            if let Some(c) = comment.as_deref().and_then(udata_of_comment) {
+                b.attr(NFTA_RULE_USERDATA, &c);
             }
             (msg_type(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
         }
@@ -933,6 +1100,8 @@ mod tests {
             Some("x")
         );
         assert_eq!(udata_comment(&[0, 9, 1]), None);
+        assert_eq!(udata_of_comment("abc"), Some(u));
+        assert_eq!(udata_of_comment(&"x".repeat(255)), None);
     }
 
     #[test]

@@ -201,6 +201,7 @@ fn append(f: Family, chain: &str, rule: &str) -> Change {
         chain: chain.into(),
         exprs,
         compat: Some(compat),
+        comment: None,
     }
 }
 

@@ -237,6 +237,7 @@ fn nf_changes(i: usize, ip: &str) -> Vec<Change> {
                     chain,
                     exprs,
                     compat: Some(compat),
+                    comment: None,
                 }
             }
         })

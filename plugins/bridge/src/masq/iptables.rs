@@ -231,6 +231,7 @@ pub fn plan_new_nf(
             chain: w.chain,
             exprs,
             compat: Some(compat),
+            comment: None,
         });
     }
     Some(out)

@@ -13,7 +13,8 @@
 //! families of the attachment's addresses are touched.
 //!
 //! nftables: the table is read over netlink, `postrouting` is rewritten only when it is not
-//! already what we write, and one `nft -f -` applies ADD; DEL deletes over netlink.
+//! already what we write, and one `nft -f -` applies ADD (an ADD that only adds the
+//! attachment's rules commits them over netlink instead); DEL deletes over netlink.
 //! DEL always tries both backends, as the reference does, and skips a backend cheaply (a
 //! netlink probe) when its table holds nothing of the attachment.
 
@@ -159,8 +160,22 @@ fn nft_state(inst: Instance<'_>) -> Option<NftState> {
 
 fn nft_setup(inst: Instance<'_>, addrs: &[IpNet]) -> Result<(), BridgeError> {
     // nf_tables is read over netlink (no `nft` process); the `nft -j` listing remains for
-    // kernels where that fails.
-    let script = match nft_state(inst) {
+    // kernels where that fails. When only this attachment's rules are missing (every ADD
+    // after the network's first), they are committed over netlink too; a refused
+    // transaction changed nothing, and `nft` then writes the same rules.
+    let state = nft_state(inst);
+    if let Some(st) = &state
+        && st.exist
+        && st.postrouting_current
+        && st.stale.is_empty()
+        && let Some(changes) = nft::rule_changes(inst.net, inst.ifname, inst.container_id, addrs)
+        && NfTables::open()
+            .and_then(|mut nf| nf.commit(&changes, None))
+            .is_ok()
+    {
+        return Ok(());
+    }
+    let script = match state {
         Some(st) => nft::setup_script_with(
             &st.stale,
             !st.postrouting_current,

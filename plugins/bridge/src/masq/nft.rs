@@ -4,12 +4,16 @@
 //! instance hash `h16(net)-h16(ifname:id)`.
 //!
 //! Pure script generation over one `nft -j list table` listing; each ADD, DEL or GC applies
-//! one `nft -f -` transaction.
+//! one `nft -f -` transaction, except where the plugin reads and writes over netlink: the
+//! state an ADD needs, an ADD that only adds this attachment's rules ([`rule_changes`]), and
+//! DEL.
 
 use cni::gc::Attachment;
 use cni_kernel::firewall::names;
-use cni_kernel::firewall::nft::{NftRule, quote, rules};
-use cni_kernel::nftables::{Change, NfFamily, Rule, Verdict};
+use cni_kernel::firewall::nft::{NftRule, plain, quote, rules};
+use cni_kernel::nftables::{
+    CMP_EQ, Change, Expr, META_NFPROTO, NfFamily, Rule, Verdict, addr_match,
+};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -147,6 +151,48 @@ pub fn setup_script_with(
         ));
     }
     s
+}
+
+/// The rules [`setup_script_with`] adds for `addrs`, one change each, encoded as `nft` 1.0
+/// encodes them: an ADD that finds the table and chains in place, `postrouting` current and
+/// no stale rule commits these over netlink, without starting `nft`. `None` if the comment
+/// is not [`plain`].
+pub fn rule_changes(
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+    addrs: &[IpNet],
+) -> Option<Vec<Change>> {
+    let comment = names::nft_masq_comment(net, ifname, container_id);
+    if !plain(&comment) {
+        return None;
+    }
+    let rule = |a: &IpNet| {
+        let family = if a.addr().is_ipv4() {
+            NfFamily::Ipv4
+        } else {
+            NfFamily::Ipv6
+        };
+        let mut exprs = vec![
+            Expr::Meta { key: META_NFPROTO },
+            Expr::Cmp {
+                op: CMP_EQ,
+                data: vec![family.code()],
+            },
+        ];
+        exprs.extend(addr_match(IpNet::from(a.addr()), false, true));
+        exprs.extend(addr_match(a.trunc(), true, false));
+        exprs.push(Expr::Masq);
+        Change::AppendRule {
+            family: NF_FAMILY,
+            table: TABLE.to_string(),
+            chain: CHAIN.to_string(),
+            exprs,
+            compat: None,
+            comment: Some(comment.clone()),
+        }
+    };
+    Some(addrs.iter().map(rule).collect())
 }
 
 /// The DEL changes computed from the netlink listing of `masq_checks`: delete this

@@ -117,6 +117,13 @@ pub fn chains(listing: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A comment `nft` stores exactly as [`quote`] writes it: at most 128 bytes (nft's limit),
+/// no quote or backslash. Rules with such a comment can be written over netlink and read
+/// back as `nft` would have made them.
+pub fn plain(comment: &str) -> bool {
+    comment.len() <= 128 && !comment.contains(['"', '\\'])
+}
+
 /// Quotes a string for nft script input.
 pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))

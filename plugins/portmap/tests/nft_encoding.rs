@@ -1,0 +1,193 @@
+//! Root-only: the container rules the nftables backend commits over netlink
+//! ([`portmap::nftables::rule_changes`]) are the very rules `nft` makes from the ADD script's
+//! lines. Each case runs in two fresh namespaces holding the same table (another container
+//! added by `nft` first); the container's rules go in by `nft` in one and over netlink in the
+//! other, and what the kernel then reports (chain, comment, expressions byte for byte) and what
+//! `nft list table` prints must be equal, before and after DEL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cni::config::NetConf;
+use cni_kernel::NetNs;
+use cni_kernel::firewall::nft;
+use cni_kernel::nftables::{NfFamily, NfTables};
+use ipnet::IpNet;
+use portmap::config::{Backend, Config};
+use portmap::nftables::{self, TABLE};
+
+fn config(extra: &str, mappings: &str) -> Config {
+    let json = format!(
+        r#"{{"name":"enc","type":"portmap","cniVersion":"1.0.0","backend":"nftables"{extra},
+        "runtimeConfig":{{"portMappings":[{mappings}]}}}}"#
+    );
+    let nc = NetConf::parse(json.as_bytes()).unwrap();
+    Config::parse(&nc, || Backend::Nftables).unwrap()
+}
+
+type State = (Vec<(String, Option<String>, Vec<u8>)>, String);
+
+/// Asserts two tables are the same, naming the first rule that differs.
+fn same(by_nft: &State, by_us: &State, case: &str) {
+    assert_eq!(by_nft.1, by_us.1, "{case}: nft lists them differently");
+    assert_eq!(by_nft.0.len(), by_us.0.len(), "{case}: rule counts");
+    for (i, (a, b)) in by_nft.0.iter().zip(&by_us.0).enumerate() {
+        assert!(
+            a == b,
+            "{case}: rule {i} differs\n  nft:  {a:?}\n  ours: {b:?}"
+        );
+    }
+}
+
+/// What the kernel holds in the family's table: `(chain, comment, expressions)` per rule, in
+/// order, and `nft`'s listing.
+fn state(v6: bool) -> State {
+    let fam = if v6 { NfFamily::Ipv6 } else { NfFamily::Ipv4 };
+    let mut nf = NfTables::open().unwrap();
+    let rules = nf
+        .rules(fam, TABLE, None)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.chain, r.comment, r.raw_exprs))
+        .collect();
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", nftables::family(v6), TABLE])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (rules, String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn netlink_rules_equal_nft_rules() {
+    cni_testkit::require_root!();
+    if !nft::available() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let v4_maps = r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+        {"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"192.168.1.1"},
+        {"hostPort":9000,"containerPort":9001,"protocol":"sctp","hostIP":"0.0.0.0"},
+        {"hostPort":8085,"containerPort":85,"protocol":"tcp","hostIP":"2001:db8:a::1"}"#;
+    let v6_maps = r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+        {"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"fd00::1"},
+        {"hostPort":9000,"containerPort":9000,"protocol":"sctp","hostIP":"::"}"#;
+    let cases = [
+        ("", v4_maps, "10.88.0.5/16", "10.88.0.4/16"),
+        (
+            r#","masqAll":true"#,
+            v4_maps,
+            "10.88.16.5/20",
+            "10.88.16.4/20",
+        ),
+        ("", v4_maps, "10.1.2.3/32", "10.1.2.4/32"),
+        (r#","snat":false"#, v4_maps, "10.88.0.5/24", "10.88.0.4/24"),
+        ("", v4_maps, "10.88.0.5/0", "10.88.0.4/0"),
+        ("", v6_maps, "fd00::5/64", "fd00::4/64"),
+        ("", v6_maps, "fd00::5/60", "fd00::4/60"),
+        (
+            r#","masqAll":true"#,
+            v6_maps,
+            "fd00:1::5/120",
+            "fd00:1::4/120",
+        ),
+        (r#","snat":false"#, v6_maps, "fd00::5/128", "fd00::4/128"),
+    ];
+    for (extra, maps, ip, other) in cases {
+        let conf = config(extra, maps);
+        let ip: IpNet = ip.parse().unwrap();
+        let other: IpNet = other.parse().unwrap();
+        let v6 = ip.addr().is_ipv6();
+        let case = format!("{extra} {ip}");
+        let by_nft = NetNs::new_anonymous().unwrap();
+        let by_us = NetNs::new_anonymous().unwrap();
+        let setup = || {
+            nft::apply(&nftables::add_script(&conf, "other", other).join("\n")).unwrap();
+            let mut nf = NfTables::open().unwrap();
+            let cur = nftables::current(&mut nf, &conf, v6);
+            assert!(cur.complete(&conf), "{case}");
+            (nf, cur)
+        };
+        let nft_state = by_nft
+            .run(|| {
+                let (_, cur) = setup();
+                let script = nftables::add_script_with(&conf, "abc", ip, cur);
+                assert!(script.iter().all(|l| l.starts_with("add rule ")), "{case}");
+                nft::apply(&script.join("\n")).unwrap();
+                state(v6)
+            })
+            .unwrap();
+        let our_state = by_us
+            .run(|| {
+                let (mut nf, cur) = setup();
+                let changes = nftables::rule_changes(&conf, "abc", ip, &cur).unwrap();
+                nf.commit(&changes, None).unwrap();
+                state(v6)
+            })
+            .unwrap();
+        assert!(
+            nft_state
+                .0
+                .iter()
+                .any(|(_, c, _)| c.as_deref() == Some("abc")),
+            "{case}"
+        );
+        same(&nft_state, &our_state, &case);
+
+        // DEL finds them alike and leaves the same table.
+        let after = |ns: &NetNs| {
+            ns.run(|| {
+                let mut nf = NfTables::open().unwrap();
+                nftables::del(Some(&mut nf), &conf.network, "abc").unwrap();
+                state(v6)
+            })
+            .unwrap()
+        };
+        let (nft_after, our_after) = (after(&by_nft), after(&by_us));
+        assert!(
+            nft_after
+                .0
+                .iter()
+                .all(|(_, c, _)| c.as_deref() != Some("abc")),
+            "{case}"
+        );
+        same(&nft_after, &our_after, &case);
+    }
+}
+
+#[test]
+fn incomplete_tables_are_left_to_nft() {
+    let conf = config(
+        "",
+        r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"}"#,
+    );
+    let ip: IpNet = "10.88.0.5/16".parse().unwrap();
+    let empty = nftables::Current::default();
+    assert!(!empty.complete(&conf));
+    assert!(nftables::rule_changes(&conf, "abc", ip, &empty).is_none());
+    // An IPv4-mapped IPv6 container address is written by nft as IPv4.
+    let complete = nftables::Current {
+        hostports_all: true,
+        prerouting: true,
+        output: true,
+        table: true,
+        chains: [
+            "hostports",
+            "hostip_hostports",
+            "hostports_all",
+            "masquerading",
+            "output",
+            "prerouting",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .chain([nftables::record_chain(&conf.network)])
+        .collect(),
+    };
+    assert!(complete.complete(&conf));
+    assert!(nftables::rule_changes(&conf, "abc", ip, &complete).is_some());
+    let mapped: IpNet = "::ffff:10.88.0.5/112".parse().unwrap();
+    assert!(nftables::rule_changes(&conf, "abc", mapped, &complete).is_none());
+    let mut no_masq = complete.clone();
+    no_masq.chains.retain(|c| c != "masquerading");
+    assert!(!no_masq.complete(&conf));
+}

@@ -352,23 +352,28 @@ fn macspoofchk_drops_spoofed_frames() {
     let c2 = w.node.container("spf2");
     let a1 = Attachment::new("spoof-1", &c1.path());
     let a2 = Attachment::new("spoof-2", &c2.path());
+    // The first ADD creates `bridge nat` (one `nft`); the second finds it and adds its
+    // chains over netlink: the spoofing container is the second.
     let r1 = add_ok(&rt, &a1);
-    add_ok(&rt, &a2);
+    let r2 = add_ok(&rt, &a2);
     let t = w.node.nft_ruleset();
-    let hv = r1["interfaces"][1]["name"].as_str().unwrap();
-    assert!(
-        t.contains(&format!(
-            "iifname \"{hv}\" jump cni-br-iface-spoof-1-eth0 comment \"macspoofchk-spoof-1-eth0\""
-        )),
-        "{t}"
-    );
-    let ip2 = ipv4_of(&c2);
-    assert!(ping_within(&c1, &ip2, 5));
+    for (r, id) in [(&r1, "spoof-1"), (&r2, "spoof-2")] {
+        let hv = r["interfaces"][1]["name"].as_str().unwrap();
+        assert!(
+            t.contains(&format!(
+                "iifname \"{hv}\" jump cni-br-iface-{id}-eth0 comment \"macspoofchk-{id}-eth0\""
+            )),
+            "{t}"
+        );
+    }
+    let ip1 = ipv4_of(&c1);
+    assert!(ping_within(&c2, &ip1, 5));
     rt.check(&a1).unwrap_or_else(|e| panic!("{e}"));
+    rt.check(&a2).unwrap_or_else(|e| panic!("{e}"));
     // A spoofed source MAC is dropped at the bridge.
-    c1.ip(&["link", "set", "eth0", "address", "02:de:ad:be:ef:01"]);
-    c1.ip(&["neigh", "flush", "all"]);
-    assert!(!c1.ping(&ip2), "spoofed frames must be dropped");
+    c2.ip(&["link", "set", "eth0", "address", "02:de:ad:be:ef:01"]);
+    c2.ip(&["neigh", "flush", "all"]);
+    assert!(!c2.ping(&ip1), "spoofed frames must be dropped");
     rt.del(&a1).unwrap();
     rt.del(&a2).unwrap();
     let t = w.node.nft_ruleset();

@@ -13,7 +13,8 @@
 
 use crate::error::BridgeError;
 use cni_kernel::firewall::nft as nft_tool;
-use cni_kernel::firewall::nft::{chains, quote, rules};
+use cni_kernel::firewall::nft::{chains, plain, quote, rules};
+use cni_kernel::nftables::{CMP_EQ, Change, Expr, NfFamily, NfTables, Verdict};
 use serde_json::Value;
 
 const FAMILY: &str = "bridge";
@@ -57,6 +58,143 @@ pub fn setup_script(host_veth: &str, mac: &str, refid: &str) -> String {
          add rule {p} {mc} drop comment {c}\n",
         quote(host_veth)
     )
+}
+
+/// `NFT_META_IIFNAME`.
+const META_IIFNAME: u32 = 6;
+/// `NFT_PAYLOAD_LL_HEADER`.
+const LINK_HEADER: u32 = 0;
+const IFNAMSIZ: usize = 16;
+
+/// The rules and chains [`setup_script`] adds, as one nf_tables transaction encoded as `nft`
+/// 1.0 encodes them: for an ADD that finds `bridge nat` and its `PREROUTING` base chain in
+/// place (every ADD after the node's first), which then starts no `nft`. The chains are
+/// created exclusively, so a re-ADD, whose chains exist, is refused and left to the script
+/// (which flushes them). `None` if the MAC, the interface name or the comment cannot be
+/// written so.
+pub fn setup_changes(host_veth: &str, mac: &str, refid: &str) -> Option<Vec<Change>> {
+    let c = comment(refid);
+    if !plain(&c) || host_veth.len() >= IFNAMSIZ {
+        return None;
+    }
+    let mac = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok().filter(|_| b.len() == 2))
+        .collect::<Option<Vec<u8>>>()
+        .filter(|m| m.len() == 6)?;
+    let mut iifname = host_veth.as_bytes().to_vec();
+    iifname.resize(IFNAMSIZ, 0);
+    let (ic, mc) = (iface_chain(refid), mac_chain(refid));
+    let verdict = |v: Verdict| Expr::Immediate {
+        verdict: Some(v),
+        value: Vec::new(),
+    };
+    let chain = |name: &str| Change::AddChain {
+        family: NfFamily::Bridge,
+        table: TABLE.to_string(),
+        chain: name.to_string(),
+    };
+    let rule = |chain: &str, exprs: Vec<Expr>| Change::AppendRule {
+        family: NfFamily::Bridge,
+        table: TABLE.to_string(),
+        chain: chain.to_string(),
+        exprs,
+        compat: None,
+        comment: Some(c.clone()),
+    };
+    Some(vec![
+        chain(&ic),
+        chain(&mc),
+        rule(
+            BASE,
+            vec![
+                Expr::Meta { key: META_IIFNAME },
+                Expr::Cmp {
+                    op: CMP_EQ,
+                    data: iifname,
+                },
+                verdict(Verdict::Jump(ic.clone())),
+            ],
+        ),
+        rule(&ic, vec![verdict(Verdict::Jump(mc.clone()))]),
+        rule(
+            &mc,
+            vec![
+                Expr::Payload {
+                    base: LINK_HEADER,
+                    offset: 6,
+                    len: 6,
+                },
+                Expr::Cmp {
+                    op: CMP_EQ,
+                    data: mac,
+                },
+                verdict(Verdict::Return),
+            ],
+        ),
+        rule(&mc, vec![verdict(Verdict::Drop)]),
+    ])
+}
+
+/// Adds the rules of [`setup_changes`] over netlink when `bridge nat` and its `PREROUTING`
+/// base chain exist; false (nothing changed) otherwise.
+fn setup_nf(host_veth: &str, mac: &str, refid: &str) -> bool {
+    let Some(changes) = setup_changes(host_veth, mac, refid) else {
+        return false;
+    };
+    let Ok(mut nf) = NfTables::open() else {
+        return false;
+    };
+    nf.chain(NfFamily::Bridge, TABLE, BASE)
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.base)
+        && nf.commit(&changes, None).is_ok()
+}
+
+/// The DEL transaction read over netlink: the `PREROUTING` rules carrying this attachment's
+/// comment, then its two chains (flushed, then deleted). `Some(empty)` when nothing is
+/// there; `None` if nf_tables cannot be read.
+fn teardown_changes(nf: &mut NfTables, refid: &str) -> Option<Vec<Change>> {
+    let fam = NfFamily::Bridge;
+    if !nf.table_exists(fam, TABLE).ok()? {
+        return Some(Vec::new());
+    }
+    let c = comment(refid);
+    let mut out: Vec<Change> = nf
+        .rules(fam, TABLE, Some(BASE))
+        .ok()?
+        .into_iter()
+        .filter(|r| r.comment.as_deref() == Some(c.as_str()))
+        .map(|r| Change::DeleteRule {
+            family: fam,
+            table: TABLE.to_string(),
+            chain: BASE.to_string(),
+            handle: r.handle,
+        })
+        .collect();
+    let mut present = Vec::new();
+    for ch in [iface_chain(refid), mac_chain(refid)] {
+        if nf.chain(fam, TABLE, &ch).ok()?.is_some() {
+            present.push(ch);
+        }
+    }
+    // The iface chain jumps to the mac chain: flush both before deleting either.
+    for ch in &present {
+        out.push(Change::FlushChain {
+            family: fam,
+            table: TABLE.to_string(),
+            chain: ch.clone(),
+        });
+    }
+    for ch in present {
+        out.push(Change::DeleteChain {
+            family: fam,
+            table: TABLE.to_string(),
+            chain: ch,
+        });
+    }
+    Some(out)
 }
 
 /// The DEL transaction for a listing of `bridge nat`: the PREROUTING rules carrying this
@@ -165,15 +303,26 @@ pub fn list() -> Result<Option<Value>, BridgeError> {
         .map_err(|e| BridgeError::firewall("macspoofchk: failed to list nftables bridge nat", e))
 }
 
-/// Installs the rules for an attachment.
+/// Installs the rules for an attachment: over netlink when the table is in place
+/// ([`setup_changes`]), else (the node's first ADD, a re-ADD) with one `nft -f -`.
 pub fn setup(host_veth: &str, mac: &str, refid: &str) -> Result<(), BridgeError> {
+    if setup_nf(host_veth, mac, refid) {
+        return Ok(());
+    }
     nft_tool::apply(&setup_script(host_veth, mac, refid))
         .map_err(|e| BridgeError::firewall("failed to set up macspoofchk", e))
 }
 
-/// Removes the rules of an attachment (nothing to do, and no process beyond the listing, if
-/// they are absent; nothing at all if `nft` is not installed).
+/// Removes the rules of an attachment, read and deleted over netlink (no process); where
+/// nf_tables cannot be read that way, from an `nft` listing (nothing at all if `nft` is not
+/// installed).
 pub fn teardown(refid: &str) -> Result<(), BridgeError> {
+    if let Ok(mut nf) = NfTables::open()
+        && let Some(changes) = teardown_changes(&mut nf, refid)
+        && nf.commit(&changes, None).is_ok()
+    {
+        return Ok(());
+    }
     if !nft_tool::available() {
         return Ok(());
     }

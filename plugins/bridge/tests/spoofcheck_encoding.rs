@@ -1,0 +1,124 @@
+//! Root-only: the `macspoofchk` chains and rules that bridge adds over netlink
+//! ([`bridge::spoofcheck::setup_changes`]) are the very ones `nft` makes from the ADD script,
+//! and the netlink teardown leaves what the `nft` teardown leaves. Two fresh namespaces hold
+//! the same `bridge nat` table (another attachment set up by `nft` first); the attachment goes
+//! in by `nft` in one and over netlink in the other, and what the kernel then reports (chain,
+//! comment, expressions byte for byte) and what `nft list table` prints must be equal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bridge::spoofcheck::{ref_id, setup, setup_changes, setup_script, teardown, teardown_script};
+use cni_kernel::NetNs;
+use cni_kernel::firewall::nft;
+use cni_kernel::nftables::{NfFamily, NfTables};
+
+type State = (Vec<(String, Option<String>, Vec<u8>)>, String);
+
+/// What the kernel holds in `bridge nat`: `(chain, comment, expressions)` per rule, in order,
+/// and `nft`'s listing.
+fn state() -> State {
+    let mut nf = NfTables::open().unwrap();
+    let rules = nf
+        .rules(NfFamily::Bridge, "nat", None)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.chain, r.comment, r.raw_exprs))
+        .collect();
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", "bridge", "nat"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (rules, String::from_utf8(out.stdout).unwrap())
+}
+
+/// Asserts two tables are the same, naming the first rule that differs.
+fn same(by_nft: &State, by_us: &State, what: &str) {
+    assert_eq!(by_nft.1, by_us.1, "{what}: nft lists them differently");
+    assert_eq!(by_nft.0.len(), by_us.0.len(), "{what}: rule counts");
+    for (i, (a, b)) in by_nft.0.iter().zip(&by_us.0).enumerate() {
+        assert!(
+            a == b,
+            "{what}: rule {i} differs\n  nft:  {a:?}\n  ours: {b:?}"
+        );
+    }
+}
+
+#[test]
+fn netlink_rules_equal_nft_rules() {
+    cni_testkit::require_root!();
+    if !nft::available() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let other = ref_id("other", "eth0");
+    let refid = ref_id("abc", "eth0");
+    let (veth, mac) = ("veth12345678901", "0a:11:22:33:44:ff");
+    let by_nft = NetNs::new_anonymous().unwrap();
+    let by_us = NetNs::new_anonymous().unwrap();
+    let base = || nft::apply(&setup_script("vethother", "02:00:00:00:00:01", &other)).unwrap();
+    let nft_state = by_nft
+        .run(|| {
+            base();
+            nft::apply(&setup_script(veth, mac, &refid)).unwrap();
+            state()
+        })
+        .unwrap();
+    let our_state = by_us
+        .run(|| {
+            base();
+            let mut nf = NfTables::open().unwrap();
+            nf.commit(&setup_changes(veth, mac, &refid).unwrap(), None)
+                .unwrap();
+            state()
+        })
+        .unwrap();
+    assert!(nft_state.1.contains(mac), "{}", nft_state.1);
+    same(&nft_state, &our_state, "ADD");
+
+    // A re-ADD (its chains exist) is refused over netlink and goes to `nft`, which rewrites
+    // the chains and, as the reference does, appends one more jump.
+    let nft_again = by_nft
+        .run(|| {
+            nft::apply(&setup_script(veth, mac, &refid)).unwrap();
+            state()
+        })
+        .unwrap();
+    let our_again = by_us
+        .run(|| {
+            setup(veth, mac, &refid).unwrap();
+            state()
+        })
+        .unwrap();
+    same(&nft_again, &our_again, "re-ADD");
+
+    // DEL: the netlink teardown leaves what the nft teardown leaves.
+    let nft_after = by_nft
+        .run(|| {
+            let listing = nft::list_table("bridge", "nat").unwrap().unwrap();
+            nft::apply(&teardown_script(&listing, &refid)).unwrap();
+            state()
+        })
+        .unwrap();
+    let our_after = by_us
+        .run(|| {
+            teardown(&refid).unwrap();
+            teardown(&refid).unwrap();
+            state()
+        })
+        .unwrap();
+    assert!(!nft_after.1.contains(mac), "{}", nft_after.1);
+    assert!(nft_after.1.contains("vethother"), "{}", nft_after.1);
+    same(&nft_after, &our_after, "DEL");
+}
+
+#[test]
+fn what_nft_would_write_differently_is_left_to_it() {
+    let refid = ref_id("abc", "eth0");
+    assert!(setup_changes("veth1", "02:11:22:33:44:55", &refid).is_some());
+    assert!(setup_changes("veth1", "02:11:22:33:44", &refid).is_none());
+    assert!(setup_changes("veth1", "02:11:22:33:44:5", &refid).is_none());
+    assert!(setup_changes("veth1", "02:11:22:33:44:zz", &refid).is_none());
+    assert!(setup_changes("veth1234567890123", "02:11:22:33:44:55", &refid).is_none());
+    assert!(setup_changes("veth1", "02:11:22:33:44:55", &ref_id("a\"b", "eth0")).is_none());
+}

@@ -14,47 +14,12 @@ use bridge::masq::nft::{
 use cni_kernel::NetNs;
 use cni_kernel::firewall::nft;
 use cni_kernel::nftables::NfTables;
+use cni_testkit::{TableState, assert_same_table, table_state};
 use ipnet::IpNet;
-
-type State = (Vec<(String, Option<String>, Vec<u8>)>, String);
-
-/// What the kernel holds in the table: `(chain, comment, expressions)` per rule, in order,
-/// and `nft`'s listing.
-fn state() -> State {
-    let mut nf = NfTables::open().unwrap();
-    let rules = nf
-        .rules(NF_FAMILY, TABLE, None)
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.chain, r.comment, r.raw_exprs))
-        .collect();
-    let out = std::process::Command::new("nft")
-        .args(["list", "table", "inet", TABLE])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    (rules, String::from_utf8(out.stdout).unwrap())
-}
-
-/// Asserts two tables are the same, naming the first rule that differs.
-fn same(by_nft: &State, by_us: &State, case: &str) {
-    assert_eq!(by_nft.1, by_us.1, "{case}: nft lists them differently");
-    assert_eq!(by_nft.0.len(), by_us.0.len(), "{case}: rule counts");
-    for (i, (a, b)) in by_nft.0.iter().zip(&by_us.0).enumerate() {
-        assert!(
-            a == b,
-            "{case}: rule {i} differs\n  nft:  {a:?}\n  ours: {b:?}"
-        );
-    }
-}
 
 #[test]
 fn netlink_rules_equal_nft_rules() {
-    cni_testkit::require_root!();
-    if !nft::available() {
-        eprintln!("skipped: nft not installed");
-        return;
-    }
+    cni_testkit::require_root_and_nft!();
     let net = "masqenc";
     let cases: [(&[&str], &[&str]); 4] = [
         (
@@ -96,7 +61,7 @@ fn netlink_rules_equal_nft_rules() {
                 let script = setup_script_with(&[], false, true, net, "eth0", "abc", &addrs);
                 assert!(script.lines().all(|l| l.starts_with("add rule ")), "{case}");
                 nft::apply(&script).unwrap();
-                state()
+                table_state(NF_FAMILY, TABLE)
             })
             .unwrap();
         let our_state = by_us
@@ -104,16 +69,16 @@ fn netlink_rules_equal_nft_rules() {
                 let mut nf = setup();
                 let changes = rule_changes(net, "eth0", "abc", &addrs).unwrap();
                 nf.commit(&changes, None).unwrap();
-                state()
+                table_state(NF_FAMILY, TABLE)
             })
             .unwrap();
-        let ours = |s: &State| {
+        let ours = |s: &TableState| {
             s.0.iter()
                 .filter(|(_, c, _)| c.as_deref().is_some_and(|c| c.contains("id: abc")))
                 .count()
         };
         assert_eq!(ours(&nft_state), addrs.len(), "{case}");
-        same(&nft_state, &our_state, &case);
+        assert_same_table(&nft_state, &our_state, &case);
 
         // DEL finds them alike and leaves the same table.
         let after = |ns: &NetNs| {
@@ -123,13 +88,13 @@ fn netlink_rules_equal_nft_rules() {
                 let del = teardown_changes(&checks, net, "eth0", "abc");
                 assert_eq!(del.len(), addrs.len());
                 nf.commit(&del, None).unwrap();
-                state()
+                table_state(NF_FAMILY, TABLE)
             })
             .unwrap()
         };
         let (nft_after, our_after) = (after(&by_nft), after(&by_us));
         assert_eq!(ours(&nft_after), 0, "{case}");
-        same(&nft_after, &our_after, &case);
+        assert_same_table(&nft_after, &our_after, &case);
     }
 }
 

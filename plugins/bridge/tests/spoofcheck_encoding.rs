@@ -11,46 +11,11 @@ use bridge::spoofcheck::{ref_id, setup, setup_changes, setup_script, teardown, t
 use cni_kernel::NetNs;
 use cni_kernel::firewall::nft;
 use cni_kernel::nftables::{NfFamily, NfTables};
-
-type State = (Vec<(String, Option<String>, Vec<u8>)>, String);
-
-/// What the kernel holds in `bridge nat`: `(chain, comment, expressions)` per rule, in order,
-/// and `nft`'s listing.
-fn state() -> State {
-    let mut nf = NfTables::open().unwrap();
-    let rules = nf
-        .rules(NfFamily::Bridge, "nat", None)
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.chain, r.comment, r.raw_exprs))
-        .collect();
-    let out = std::process::Command::new("nft")
-        .args(["list", "table", "bridge", "nat"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    (rules, String::from_utf8(out.stdout).unwrap())
-}
-
-/// Asserts two tables are the same, naming the first rule that differs.
-fn same(by_nft: &State, by_us: &State, what: &str) {
-    assert_eq!(by_nft.1, by_us.1, "{what}: nft lists them differently");
-    assert_eq!(by_nft.0.len(), by_us.0.len(), "{what}: rule counts");
-    for (i, (a, b)) in by_nft.0.iter().zip(&by_us.0).enumerate() {
-        assert!(
-            a == b,
-            "{what}: rule {i} differs\n  nft:  {a:?}\n  ours: {b:?}"
-        );
-    }
-}
+use cni_testkit::{assert_same_table, table_state};
 
 #[test]
 fn netlink_rules_equal_nft_rules() {
-    cni_testkit::require_root!();
-    if !nft::available() {
-        eprintln!("skipped: nft not installed");
-        return;
-    }
+    cni_testkit::require_root_and_nft!();
     let other = ref_id("other", "eth0");
     let refid = ref_id("abc", "eth0");
     let (veth, mac) = ("veth12345678901", "0a:11:22:33:44:ff");
@@ -61,7 +26,7 @@ fn netlink_rules_equal_nft_rules() {
         .run(|| {
             base();
             nft::apply(&setup_script(veth, mac, &refid)).unwrap();
-            state()
+            table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
     let our_state = by_us
@@ -70,46 +35,46 @@ fn netlink_rules_equal_nft_rules() {
             let mut nf = NfTables::open().unwrap();
             nf.commit(&setup_changes(veth, mac, &refid).unwrap(), None)
                 .unwrap();
-            state()
+            table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
     assert!(nft_state.1.contains(mac), "{}", nft_state.1);
-    same(&nft_state, &our_state, "ADD");
+    assert_same_table(&nft_state, &our_state, "ADD");
 
     // A re-ADD (its chains exist) is refused over netlink and goes to `nft`, which rewrites
     // the chains and, as the reference does, appends one more jump.
     let nft_again = by_nft
         .run(|| {
             nft::apply(&setup_script(veth, mac, &refid)).unwrap();
-            state()
+            table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
     let our_again = by_us
         .run(|| {
             setup(veth, mac, &refid).unwrap();
-            state()
+            table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
-    same(&nft_again, &our_again, "re-ADD");
+    assert_same_table(&nft_again, &our_again, "re-ADD");
 
     // DEL: the netlink teardown leaves what the nft teardown leaves.
     let nft_after = by_nft
         .run(|| {
             let listing = nft::list_table("bridge", "nat").unwrap().unwrap();
             nft::apply(&teardown_script(&listing, &refid)).unwrap();
-            state()
+            table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
     let our_after = by_us
         .run(|| {
             teardown(&refid).unwrap();
             teardown(&refid).unwrap();
-            state()
+            table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
     assert!(!nft_after.1.contains(mac), "{}", nft_after.1);
     assert!(nft_after.1.contains("vethother"), "{}", nft_after.1);
-    same(&nft_after, &our_after, "DEL");
+    assert_same_table(&nft_after, &our_after, "DEL");
 }
 
 #[test]

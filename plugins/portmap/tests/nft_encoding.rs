@@ -11,6 +11,7 @@ use cni::config::NetConf;
 use cni_kernel::NetNs;
 use cni_kernel::firewall::nft;
 use cni_kernel::nftables::{NfFamily, NfTables};
+use cni_testkit::{assert_same_table, table_state};
 use ipnet::IpNet;
 use portmap::config::{Backend, Config};
 use portmap::nftables::{self, TABLE};
@@ -24,46 +25,13 @@ fn config(extra: &str, mappings: &str) -> Config {
     Config::parse(&nc, || Backend::Nftables).unwrap()
 }
 
-type State = (Vec<(String, Option<String>, Vec<u8>)>, String);
-
-/// Asserts two tables are the same, naming the first rule that differs.
-fn same(by_nft: &State, by_us: &State, case: &str) {
-    assert_eq!(by_nft.1, by_us.1, "{case}: nft lists them differently");
-    assert_eq!(by_nft.0.len(), by_us.0.len(), "{case}: rule counts");
-    for (i, (a, b)) in by_nft.0.iter().zip(&by_us.0).enumerate() {
-        assert!(
-            a == b,
-            "{case}: rule {i} differs\n  nft:  {a:?}\n  ours: {b:?}"
-        );
-    }
-}
-
-/// What the kernel holds in the family's table: `(chain, comment, expressions)` per rule, in
-/// order, and `nft`'s listing.
-fn state(v6: bool) -> State {
-    let fam = if v6 { NfFamily::Ipv6 } else { NfFamily::Ipv4 };
-    let mut nf = NfTables::open().unwrap();
-    let rules = nf
-        .rules(fam, TABLE, None)
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.chain, r.comment, r.raw_exprs))
-        .collect();
-    let out = std::process::Command::new("nft")
-        .args(["list", "table", nftables::family(v6), TABLE])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    (rules, String::from_utf8(out.stdout).unwrap())
+fn fam(v6: bool) -> NfFamily {
+    if v6 { NfFamily::Ipv6 } else { NfFamily::Ipv4 }
 }
 
 #[test]
 fn netlink_rules_equal_nft_rules() {
-    cni_testkit::require_root!();
-    if !nft::available() {
-        eprintln!("skipped: nft not installed");
-        return;
-    }
+    cni_testkit::require_root_and_nft!();
     let v4_maps = r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
         {"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"192.168.1.1"},
         {"hostPort":9000,"containerPort":9001,"protocol":"sctp","hostIP":"0.0.0.0"},
@@ -113,7 +81,7 @@ fn netlink_rules_equal_nft_rules() {
                 let script = nftables::add_script_with(&conf, "abc", ip, cur);
                 assert!(script.iter().all(|l| l.starts_with("add rule ")), "{case}");
                 nft::apply(&script.join("\n")).unwrap();
-                state(v6)
+                table_state(fam(v6), TABLE)
             })
             .unwrap();
         let our_state = by_us
@@ -121,7 +89,7 @@ fn netlink_rules_equal_nft_rules() {
                 let (mut nf, cur) = setup();
                 let changes = nftables::rule_changes(&conf, "abc", ip, &cur).unwrap();
                 nf.commit(&changes, None).unwrap();
-                state(v6)
+                table_state(fam(v6), TABLE)
             })
             .unwrap();
         assert!(
@@ -131,14 +99,14 @@ fn netlink_rules_equal_nft_rules() {
                 .any(|(_, c, _)| c.as_deref() == Some("abc")),
             "{case}"
         );
-        same(&nft_state, &our_state, &case);
+        assert_same_table(&nft_state, &our_state, &case);
 
         // DEL finds them alike and leaves the same table.
         let after = |ns: &NetNs| {
             ns.run(|| {
                 let mut nf = NfTables::open().unwrap();
                 nftables::del(Some(&mut nf), &conf.network, "abc").unwrap();
-                state(v6)
+                table_state(fam(v6), TABLE)
             })
             .unwrap()
         };
@@ -150,7 +118,7 @@ fn netlink_rules_equal_nft_rules() {
                 .all(|(_, c, _)| c.as_deref() != Some("abc")),
             "{case}"
         );
-        same(&nft_after, &our_after, &case);
+        assert_same_table(&nft_after, &our_after, &case);
     }
 }
 

@@ -14,9 +14,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod netns;
+mod nft_table;
 mod runtime;
 
 pub use netns::{Netns, Node, cmd, sh, unique};
+pub use nft_table::{TableState, assert_same_table, table_state};
 pub use runtime::{Attachment, PluginOutput, Runtime, run_plugin};
 
 use std::path::PathBuf;
@@ -32,6 +34,23 @@ macro_rules! require_root {
     () => {
         if !$crate::is_root() {
             eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+/// True when `nft` is installed (the nftables tests compare against it).
+pub fn nft_installed() -> bool {
+    cni_kernel::firewall::nft::available()
+}
+
+/// Skips the calling test with a visible note unless running as root with `nft` installed.
+#[macro_export]
+macro_rules! require_root_and_nft {
+    () => {
+        $crate::require_root!();
+        if !$crate::nft_installed() {
+            eprintln!("skipped: nft not installed");
             return;
         }
     };

@@ -1,7 +1,9 @@
 //! Benchmark section `plugins`: each plugin alone, ours against the reference, alternating:
 //! process start (`VERSION`, with peak RSS and binary size), `bridge` with `host-local`
-//! (ADD and DEL of one container on a node with the bridge already up), and `portmap` alone
-//! (2 mappings, a `prevResult` naming the container address; no bridge needed).
+//! (ADD and DEL of one container on a node with the bridge already up; also with
+//! `macspoofchk`, and ours with the nftables masquerade backend, which the reference's 1.1.1
+//! lacks), and `portmap` alone (2 mappings, a `prevResult` naming the container address; no
+//! bridge needed).
 
 use super::chain::{NET, bridge_conf, mappings, plugin_dir};
 use super::{ATTACHED, Ctx, SETTLE, Stats, Worker, cni_env, exec, peak_rss_kib};
@@ -48,9 +50,13 @@ impl Side {
         }
     }
 
-    fn bridge_round(&self, i: usize) -> (Duration, Duration) {
+    /// One ADD and DEL of `bridge` with `extra` merged into its configuration.
+    fn bridge_round(&self, i: usize, extra: &Value) -> (Duration, Duration) {
         let dir: PathBuf = self.dir.path().to_path_buf();
-        let conf = self.bridge.clone();
+        let mut conf = self.bridge.clone();
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let netns = self.sandbox.path().display().to_string();
         self.worker.call(move || {
             let id = format!("b{i}");
@@ -133,12 +139,19 @@ pub fn run(ctx: &mut Ctx) {
     // bridge + host-local, and portmap, each alone.
     let ours = Side::new("o", &ctx.ours);
     let theirs = Side::new("r", &refdir);
+    let spoof = json!({"macspoofchk": true});
+    let nft_masq = json!({"ipMasqBackend": "nftables"});
+    // One attachment each way first: the bridge, and the firewall tables that only a node's
+    // first attachment creates.
     for s in [&ours, &theirs] {
-        s.bridge_round(0);
+        s.bridge_round(0, &spoof);
     }
+    ours.bridge_round(0, &nft_masq);
     let iters = ctx.iters(20);
     let (mut oa, mut od, mut ra, mut rd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut pa, mut pd, mut qa, mut qd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sa, mut sd, mut ta, mut td) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut na, mut nd) = (Vec::new(), Vec::new());
     for i in 1..=iters {
         let order: [(&Side, bool); 2] = if i % 2 == 0 {
             [(&ours, true), (&theirs, false)]
@@ -146,18 +159,26 @@ pub fn run(ctx: &mut Ctx) {
             [(&theirs, false), (&ours, true)]
         };
         for (s, is_ours) in order {
-            let (a, d) = s.bridge_round(i);
+            let (a, d) = s.bridge_round(i, &json!({}));
             let (x, y) = s.portmap_round(i);
+            let (u, v) = s.bridge_round(i, &spoof);
             if is_ours {
                 oa.push(a);
                 od.push(d);
                 pa.push(x);
                 pd.push(y);
+                sa.push(u);
+                sd.push(v);
+                let (a, d) = s.bridge_round(i, &nft_masq);
+                na.push(a);
+                nd.push(d);
             } else {
                 ra.push(a);
                 rd.push(d);
                 qa.push(x);
                 qd.push(y);
+                ta.push(u);
+                td.push(v);
             }
         }
     }
@@ -176,6 +197,20 @@ pub fn run(ctx: &mut Ctx) {
         Some(Stats::of(&rd)),
         json!(null),
     );
+    for (case, ours, theirs) in [
+        ("bridge+host-local ADD, macspoofchk", &sa, Some(&ta)),
+        ("bridge+host-local DEL, macspoofchk", &sd, Some(&td)),
+        ("bridge+host-local ADD, nftables masquerade", &na, None),
+        ("bridge+host-local DEL, nftables masquerade", &nd, None),
+    ] {
+        ctx.record(
+            "plugins",
+            case,
+            Stats::of(ours),
+            theirs.map(|t| Stats::of(t)),
+            json!(null),
+        );
+    }
     ctx.record(
         "plugins",
         "portmap ADD (2 mappings)",

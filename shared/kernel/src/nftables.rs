@@ -360,22 +360,26 @@ pub const CMP_EQ: u32 = 0;
 pub const CMP_NEQ: u32 = 1;
 
 /// `ip|ip6 saddr|daddr ==|!= <net>` as `nft` 1.0 encodes it (for a table of the address's
-/// family; an `inet` table needs a `meta nfproto` match first): a prefix on a byte boundary
-/// loads just its bytes, any other prefix (and `/0`) the whole address under a mask.
+/// family; an `inet` table needs a `meta nfproto` match first). See [`prefix_match`].
 pub fn addr_match(net: IpNet, daddr: bool, equal: bool) -> Vec<Expr> {
-    let (offset, addr, mask) = match net {
-        IpNet::V4(n) => (
-            if daddr { 16 } else { 12 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
-        IpNet::V6(n) => (
-            if daddr { 24 } else { 8 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
+    let offset = match (net, daddr) {
+        (IpNet::V4(_), false) => 12,
+        (IpNet::V4(_), true) => 16,
+        (IpNet::V6(_), false) => 8,
+        (IpNet::V6(_), true) => 24,
     };
-    let op = if equal { CMP_EQ } else { CMP_NEQ };
+    prefix_match(offset, &net, if equal { CMP_EQ } else { CMP_NEQ })
+}
+
+/// `payload` (+ `bitwise`) + `cmp` comparing the address at `offset` of the network header
+/// with `net` (`op`: [`CMP_EQ`] or [`CMP_NEQ`]), as both `nft` and `iptables-nft` build it: a
+/// prefix on a byte boundary loads just its bytes, any other prefix (and `/0`, which
+/// `iptables-nft` leaves out instead) the whole address under a mask.
+pub fn prefix_match(offset: u32, net: &IpNet, op: u32) -> Vec<Expr> {
+    let (addr, mask) = match net {
+        IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+        IpNet::V6(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+    };
     let prefix = usize::from(net.prefix_len());
     let load = |len: usize| Expr::Payload {
         base: NETWORK_HEADER,

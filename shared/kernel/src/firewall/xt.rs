@@ -23,15 +23,15 @@
 //! * every rule gets a `counter` before its verdict or target.
 
 use super::Family;
-use crate::nftables::{Expr, META_L4PROTO, NETWORK_HEADER, TRANSPORT_HEADER, Verdict};
+use crate::nftables::{
+    CMP_EQ, CMP_NEQ, Expr, META_L4PROTO, NAT_PROTO_SPECIFIED, TRANSPORT_HEADER, Verdict,
+    prefix_match,
+};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
 const XT_MULTIPORT_DESTINATION: u8 = 1;
 const NF_NAT_RANGE_MAP_IPS: u32 = 1;
-const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_CMP_NEQ: u32 = 1;
 
 /// What a rule does at its end.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,46 +204,17 @@ fn parse(args: &[String], family: Family) -> Option<Parsed> {
     Some(p)
 }
 
-/// `payload` (+ `bitwise`) + `cmp` for an address match at `offset` of the network header,
-/// as `iptables-nft`'s `add_addr` builds it.
+/// An address match at `offset` of the network header, as `iptables-nft`'s `add_addr` builds
+/// it: [`prefix_match`], left out for `/0` (every address).
 fn addr_match(out: &mut Vec<Expr>, offset: u32, net: &IpNet, op: u32) {
-    let (bytes, mask): (Vec<u8>, Vec<u8>) = match (net.network(), net.netmask()) {
-        (IpAddr::V4(a), IpAddr::V4(m)) => (a.octets().to_vec(), m.octets().to_vec()),
-        (IpAddr::V6(a), IpAddr::V6(m)) => (a.octets().to_vec(), m.octets().to_vec()),
-        _ => return,
-    };
-    let whole = mask.iter().take_while(|b| **b == 0xff).count();
-    let aligned = mask[whole..].iter().all(|b| *b == 0);
-    if aligned {
-        if whole == 0 {
-            return;
-        }
-        out.push(Expr::Payload {
-            base: NETWORK_HEADER,
-            offset,
-            len: whole as u32,
-        });
-        out.push(Expr::Cmp {
-            op,
-            data: bytes[..whole].to_vec(),
-        });
-    } else {
-        out.push(Expr::Payload {
-            base: NETWORK_HEADER,
-            offset,
-            len: bytes.len() as u32,
-        });
-        out.push(Expr::Bitwise {
-            xor: vec![0; mask.len()],
-            mask,
-        });
-        out.push(Expr::Cmp { op, data: bytes });
+    if net.prefix_len() > 0 {
+        out.extend(prefix_match(offset, net, op));
     }
 }
 
 fn nat_range2(ip: IpAddr, port: u16) -> Vec<u8> {
     let mut info = Vec::with_capacity(48);
-    info.extend_from_slice(&(NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED).to_ne_bytes());
+    info.extend_from_slice(&(NF_NAT_RANGE_MAP_IPS | NAT_PROTO_SPECIFIED).to_ne_bytes());
     let mut addr = [0u8; 16];
     match ip {
         IpAddr::V4(a) => addr[..4].copy_from_slice(&a.octets()),
@@ -267,7 +238,7 @@ pub fn encode(args: &[String], family: Family) -> Option<(Vec<Expr>, (u32, u32))
     if let Some(proto) = p.proto {
         out.push(Expr::Meta { key: META_L4PROTO });
         out.push(Expr::Cmp {
-            op: NFT_CMP_EQ,
+            op: CMP_EQ,
             data: vec![proto],
         });
     }
@@ -276,15 +247,10 @@ pub fn encode(args: &[String], family: Family) -> Option<(Vec<Expr>, (u32, u32))
         Family::V6 => (8, 24),
     };
     if let Some(src) = &p.src {
-        addr_match(&mut out, src_off, src, NFT_CMP_EQ);
+        addr_match(&mut out, src_off, src, CMP_EQ);
     }
     if let Some((neg, dst)) = &p.dst {
-        addr_match(
-            &mut out,
-            dst_off,
-            dst,
-            if *neg { NFT_CMP_NEQ } else { NFT_CMP_EQ },
-        );
+        addr_match(&mut out, dst_off, dst, if *neg { CMP_NEQ } else { CMP_EQ });
     }
     for m in &p.matches {
         match m {
@@ -295,7 +261,7 @@ pub fn encode(args: &[String], family: Family) -> Option<(Vec<Expr>, (u32, u32))
                     len: 2,
                 });
                 out.push(Expr::Cmp {
-                    op: NFT_CMP_EQ,
+                    op: CMP_EQ,
                     data: port.to_be_bytes().to_vec(),
                 });
             }

@@ -428,31 +428,33 @@ pub fn rule_changes(
 /// `nft -f -` (the only process of an nftables ADD) writes what is missing.
 pub fn add(conf: &Config, container_id: &str, ips: &[IpNet]) -> Result<(), PortmapError> {
     let mut nf = NfTables::open().ok();
-    let mut script = String::new();
-    let mut changes = Some(Vec::new());
-    for ip in ips {
-        let cur = nf
-            .as_mut()
-            .map(|nf| current(nf, conf, is_v6(&ip.addr())))
-            .unwrap_or_default();
-        match (
-            changes.as_mut(),
-            rule_changes(conf, container_id, *ip, &cur),
-        ) {
-            (Some(all), Some(c)) => all.extend(c),
-            _ => changes = None,
-        }
-        for l in add_script_with(conf, container_id, *ip, cur) {
-            script.push_str(&l);
-            script.push('\n');
-        }
-    }
+    let currents: Vec<Current> = ips
+        .iter()
+        .map(|ip| {
+            nf.as_mut()
+                .map(|nf| current(nf, conf, is_v6(&ip.addr())))
+                .unwrap_or_default()
+        })
+        .collect();
+    let changes: Option<Vec<Change>> = ips
+        .iter()
+        .zip(&currents)
+        .map(|(ip, cur)| rule_changes(conf, container_id, *ip, cur))
+        .collect::<Option<Vec<_>>>()
+        .map(|c| c.concat());
     // A refused transaction changed nothing: `nft` then applies the same rules (and reports
     // what is wrong, if anything).
     if let (Some(nf), Some(changes)) = (nf.as_mut(), changes)
         && nf.commit(&changes, None).is_ok()
     {
         return Ok(());
+    }
+    let mut script = String::new();
+    for (ip, cur) in ips.iter().zip(currents) {
+        for l in add_script_with(conf, container_id, *ip, cur) {
+            script.push_str(&l);
+            script.push('\n');
+        }
     }
     nft::apply(&script)
         .map_err(|e| PortmapError::firewall("unable to set up nftables rules for port mappings", e))

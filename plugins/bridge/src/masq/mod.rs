@@ -121,8 +121,7 @@ struct NftState {
     exist: bool,
 }
 
-fn nft_state(inst: Instance<'_>) -> Option<NftState> {
-    let mut nf = NfTables::open().ok()?;
+fn nft_state(nf: &mut NfTables, inst: Instance<'_>) -> Option<NftState> {
     if !nf.table_exists(nft::NF_FAMILY, nft::TABLE).ok()? {
         return Some(NftState {
             stale: Vec::new(),
@@ -163,15 +162,14 @@ fn nft_setup(inst: Instance<'_>, addrs: &[IpNet]) -> Result<(), BridgeError> {
     // kernels where that fails. When only this attachment's rules are missing (every ADD
     // after the network's first), they are committed over netlink too; a refused
     // transaction changed nothing, and `nft` then writes the same rules.
-    let state = nft_state(inst);
-    if let Some(st) = &state
+    let mut nf = NfTables::open().ok();
+    let state = nf.as_mut().and_then(|nf| nft_state(nf, inst));
+    if let (Some(nf), Some(st)) = (nf.as_mut(), &state)
         && st.exist
         && st.postrouting_current
         && st.stale.is_empty()
         && let Some(changes) = nft::rule_changes(inst.net, inst.ifname, inst.container_id, addrs)
-        && NfTables::open()
-            .and_then(|mut nf| nf.commit(&changes, None))
-            .is_ok()
+        && nf.commit(&changes, None).is_ok()
     {
         return Ok(());
     }

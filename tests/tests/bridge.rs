@@ -1064,6 +1064,46 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     assert_eq!(out.error_code(), Some(50), "{out}");
     assert!(out.error_msg().contains("nftables"), "{out}");
 
+    // With the iptables backend, STATUS asks nf_tables over netlink when the tools are
+    // iptables-nft, and runs `iptables` for any other kind: stand-ins named as Debian's
+    // alternatives name them log their calls.
+    let conf = json!({"cniVersion": "1.1.0", "name": "gcnet", "type": "bridge",
+        "ipMasq": true, "ipMasqBackend": "iptables", "ipam": {"type": "fake-ipam"}});
+    for (multi, runs) in [("xtables-nft-multi", false), ("xtables-legacy-multi", true)] {
+        let tools = TempDir::new("ipt");
+        let log = tools.path().join("log");
+        script(
+            tools.path(),
+            multi,
+            &format!("echo \"${{0##*/}} $*\" >>{}\n", log.display()),
+        );
+        for name in ["iptables", "iptables-restore"] {
+            std::os::unix::fs::symlink(tools.path().join(multi), tools.path().join(name)).unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            tools.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = run_plugin(
+            Some(&node_ns),
+            &cni_testkit::bin("bridge"),
+            &[
+                ("CNI_COMMAND", "STATUS"),
+                ("CNI_PATH", &cni_path),
+                ("PATH", &path),
+            ],
+            &conf.to_string(),
+        );
+        assert!(out.ok(), "{multi}: {out}");
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            calls.contains("iptables -w 10 -t filter -S INPUT 1"),
+            runs,
+            "{multi}: calls {calls:?}"
+        );
+    }
+
     for (i, a) in atts.iter().enumerate().skip(2) {
         nets[i % 2].del(a).unwrap();
     }

@@ -468,6 +468,44 @@ fn status_reports_an_unusable_backend() {
 }
 
 #[test]
+fn status_with_iptables_nft_asks_nf_tables_and_runs_no_tool() {
+    need_world!();
+    let w = World::new("statusnl", &Opts::new("iptables"));
+    let mut conf = w.portmap_conf(None, &Value::Null);
+    conf["cniVersion"] = json!("1.1.0");
+    // Stand-ins named as Debian's alternatives name the two kinds of tools log their calls:
+    // iptables-nft's rules are nf_tables rules, asked over netlink; others run `iptables`.
+    for (multi, runs) in [("xtables-nft-multi", false), ("xtables-legacy-multi", true)] {
+        let tools = cni_testkit::TempDir::new("ipt");
+        let log = tools.path().join("log");
+        let bin = tools.path().join(multi);
+        std::fs::write(
+            &bin,
+            format!("#!/bin/sh\necho \"${{0##*/}} $*\" >>{}\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        for name in ["iptables", "iptables-restore"] {
+            std::os::unix::fs::symlink(&bin, tools.path().join(name)).unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            tools.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = w.run_portmap(&[("CNI_COMMAND", "STATUS"), ("PATH", &path)], &conf);
+        assert!(out.ok(), "{multi}: {out}");
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            calls.contains("iptables -w 10 -t nat -S OUTPUT 1"),
+            runs,
+            "{multi}: calls {calls:?}"
+        );
+    }
+}
+
+#[test]
 fn no_mappings_passes_prev_result_through_and_runs_nothing() {
     need_world!();
     let mut w = World::new("nomap", &Opts::new("iptables"));

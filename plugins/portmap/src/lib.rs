@@ -290,11 +290,9 @@ fn status(req: &Request) -> Result<(), PortmapError> {
                         .into(),
                 ));
             }
-            tool.run(&["-t", "nat", "-S", "OUTPUT", "1"])
-                .map(|_| ())
-                .map_err(|e| {
-                    PortmapError::Unavailable(format!("iptables backend is not usable: {e}"))
-                })
+            tool.lists("nat", "OUTPUT").map_err(|e| {
+                PortmapError::Unavailable(format!("iptables backend is not usable: {e}"))
+            })
         }
         Backend::Nftables => {
             if nft::usable() {

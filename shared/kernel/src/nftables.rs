@@ -851,6 +851,13 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
     }
 }
 
+/// nf_tables answers in the calling thread's namespace: a socket opens and the ruleset
+/// generation can be read, as every transaction needs (with `CAP_NET_ADMIN`, as the tools
+/// need it). No process is started.
+pub fn answers() -> bool {
+    NfTables::open().and_then(|mut nf| nf.generation()).is_ok()
+}
+
 /// A handle on the calling thread's namespace's nf_tables.
 pub struct NfTables {
     pub(crate) sock: Socket,

@@ -2,8 +2,8 @@
 //! process start (`VERSION`, with peak RSS and binary size), `bridge` with `host-local`
 //! (ADD and DEL of one container on a node with the bridge already up; also with
 //! `macspoofchk`, and ours with the nftables masquerade backend, which the reference's 1.1.1
-//! lacks), and `portmap` alone (2 mappings, a `prevResult` naming the container address; no
-//! bridge needed).
+//! lacks), `portmap` alone (2 mappings, a `prevResult` naming the container address; no
+//! bridge needed), and ours' STATUS (the reference's 1.1.1 has none).
 
 use super::chain::{NET, bridge_conf, mappings, plugin_dir};
 use super::{ATTACHED, Ctx, SETTLE, Stats, Worker, cni_env, exec, peak_rss_kib};
@@ -70,6 +70,23 @@ impl Side {
             assert!(out.ok(), "bridge DEL: {out}");
             std::thread::sleep(SETTLE);
             (a, d)
+        })
+    }
+
+    /// One STATUS of `plugin` (CNI 1.1; the reference's 1.1.1 has no STATUS) with `conf`.
+    fn status(&self, plugin: &str, conf: &Value) -> Duration {
+        let dir: PathBuf = self.dir.path().to_path_buf();
+        let mut conf = conf.clone();
+        conf["cniVersion"] = json!("1.1.0");
+        let bin = dir.join(plugin);
+        self.worker.call(move || {
+            let env = vec![
+                ("CNI_COMMAND".to_string(), "STATUS".to_string()),
+                ("CNI_PATH".to_string(), dir.display().to_string()),
+            ];
+            let (out, d) = exec(&bin, &env, &conf.to_string());
+            assert!(out.ok(), "{} STATUS: {out}", bin.display());
+            d
         })
     }
 
@@ -181,6 +198,24 @@ pub fn run(ctx: &mut Ctx) {
                 td.push(v);
             }
         }
+    }
+    // STATUS (what containerd asks of a 1.1.0 list whenever the kubelet asks it for its
+    // status): ours only.
+    for (case, plugin, conf) in [
+        ("bridge+host-local STATUS", "bridge", ours.bridge.clone()),
+        (
+            "portmap STATUS",
+            "portmap",
+            json!({"name": NET, "type": "portmap"}),
+        ),
+        (
+            "portmap STATUS (nftables)",
+            "portmap",
+            json!({"name": NET, "type": "portmap", "backend": "nftables"}),
+        ),
+    ] {
+        let times: Vec<Duration> = (0..iters).map(|_| ours.status(plugin, &conf)).collect();
+        ctx.record("plugins", case, Stats::of(&times), None, json!(null));
     }
     let _ = (&ours.node, &theirs.node);
     ctx.record(

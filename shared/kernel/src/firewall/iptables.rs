@@ -90,7 +90,18 @@ impl Iptables {
 
     /// The tool works: it can list `filter INPUT` (what the reference calls "usable").
     pub fn usable(&self) -> bool {
-        self.available() && self.run(&["-t", "filter", "-S", "INPUT", "1"]).is_ok()
+        self.available() && self.lists("filter", "INPUT").is_ok()
+    }
+
+    /// Whether rules of `table` can be read: `iptables -t <table> -S <chain> 1`, or, with
+    /// `iptables-nft` tools (whose rules the plugins read and write over netlink), nf_tables
+    /// answering in this namespace, which starts no process (STATUS runs every few seconds
+    /// under containerd). If nf_tables does not answer, the tool is run, for its error.
+    pub fn lists(&self, table: &str, chain: &str) -> Result<(), FirewallError> {
+        if self.uses_nf_tables() && crate::nftables::answers() {
+            return Ok(());
+        }
+        self.run(&["-t", table, "-S", chain, "1"]).map(|_| ())
     }
 
     /// Runs `iptables -w <secs> <args>` with `args` passed as-is.

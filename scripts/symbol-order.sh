@@ -15,9 +15,11 @@
 # Cargo.lock update makes `--check` fail, and rerunning this script fixes it. A function the
 # list misses still works, it only lands outside the gathered part.
 #
-# Order: what every invocation runs (VERSION), then ADD and DEL on a node that already has
-# containers (what a pod start and stop pays), IPv4 then dual-stack, then the rest (first ADD
-# on a fresh node, CHECK, STATUS, GC, the nftables backend).
+# Order: what every invocation runs (VERSION), then what ADD and DEL on a node that already
+# has containers (what a pod start and stop pays; IPv4 and dual-stack) both run, then what
+# only DEL runs, then what only ADD runs, so that each verb's code is gathered
+# (scripts/symbol-order-list.py); then the rest (first ADD on a fresh node, CHECK, STATUS,
+# GC, the nftables backend).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT="$ROOT/scripts/symbol-order"
@@ -80,13 +82,14 @@ ip -n "$P-n" link set lo up
 
 # How invocations run: MODE=callgrind (every function that runs, by name) or MODE=perf (the
 # page faults of the real run: what valgrind does not see, such as the CPU's variant of a
-# string function or the code a spawned child runs before exec). Results go to $WORK/$TAG.
+# string function or the code a spawned child runs before exec). Results go to $WORK/$TAG,
+# callgrind's named by verb: wrap VERB.
 MODE=none TAG=seed N=0
 wrap() {
   N=$((N + 1))
   case $MODE in
     callgrind) echo valgrind -q --tool=callgrind --trace-children=yes --demangle=no \
-      "--callgrind-out-file=$WORK/$TAG/cg.%p" ;;
+      "--callgrind-out-file=$WORK/$TAG/cg.$1.%p" ;;
     perf) echo perf record -q -e page-faults -c 1 -d -o "$WORK/$TAG/pf.$N" ;;
   esac
 }
@@ -95,7 +98,7 @@ phase() { TAG=$1; mkdir -p "$WORK/$TAG"; }
 inv() {
   printf '%s' "$5" | ip netns exec "$P-n" env -i PATH="$PATH" CNI_COMMAND="$3" \
     CNI_CONTAINERID="$2" CNI_NETNS="/run/netns/$1" CNI_IFNAME=eth0 CNI_PATH="$BIN" \
-    $(wrap) "$BIN/$4"
+    $(wrap "$3") "$BIN/$4"
 }
 net() { # net NAME RANGES: a bridge config
   printf '{"cniVersion":"1.0.0","name":"%s","type":"bridge","bridge":"so%s","isGateway":true,"ipMasq":true,"hairpinMode":true,"ipam":{"type":"host-local","dataDir":"%s/ipam","ranges":%s,"routes":[{"dst":"0.0.0.0/0"}]}}' \
@@ -124,7 +127,7 @@ chain() {
 # dual-stack).
 hot() {
   phase "$1.1"
-  for p in $PLUGINS; do CNI_COMMAND=VERSION $(wrap) "$BIN/$p" </dev/null >/dev/null; done
+  for p in $PLUGINS; do CNI_COMMAND=VERSION $(wrap VERSION) "$BIN/$p" </dev/null >/dev/null; done
   phase "$1.2"
   chain n4 "$V4" "$P-c"
   inv "$P-c" lo ADD loopback '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}' >/dev/null
@@ -159,22 +162,14 @@ MODE=callgrind
 hot cg
 rest cg
 
-# The functions callgrind saw run, per plugin, hot paths first; "@native" marks where the
-# functions found by the real runs below go.
+# The functions callgrind saw run, per plugin, grouped by the verbs that ran them (what every
+# invocation runs, what ADD and DEL both run, what only DEL runs, what only ADD runs, the cold
+# phases); "@native" marks where the functions found by the real runs below go.
 mkdir -p "$WORK/order"
 # Startup code every process runs that callgrind does not name (below main, the C runtime).
 STARTUP="_start __libc_start_main _init _dl_setup_hash deregister_tm_clones"
 for p in $PLUGINS; do
-  for tag in startup cg.1 cg.2 cg.3 native cg.4; do
-    [ "$tag" = startup ] && { printf '%s\n' $STARTUP; continue; }
-    [ "$tag" = native ] && { echo "@native"; continue; }
-    for f in "$WORK/$tag"/cg.*; do
-      grep -q "^cmd: *$BIN/$p\( \|$\)" "$f" 2>/dev/null || continue
-      # "fn=(7) name" / "cfn=(7) name": a function that ran; later mentions are "fn=(7)".
-      # callgrind calls __libc_start_main "(below main)".
-      sed -n "s/^c\{0,1\}fn=([0-9]*) \(.*\)$/\1/p" "$f" | sed "s/'[0-9]*$//; s/^(below main)$/__libc_start_main/"
-    done
-  done | grep -v '^0x' | awk '!seen[$0]++' >"$WORK/order/$p.full"
+  python3 "$ROOT/scripts/symbol-order-list.py" "$WORK" "$BIN/$p" $STARTUP >"$WORK/order/$p.full"
 done
 
 # Then, up to six times: link in that order, run the hot paths for real (twice), and add what

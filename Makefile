@@ -28,7 +28,12 @@ build:
 # together (scripts/symbol-order.sh): a third less memory per invocation. The link maps
 # (target/<host>/release/<plugin>.map) are what `scripts/symbol-order.sh --check` reads. The
 # list is passed as a copy named by its digest: cargo relinks when the arguments change.
+# Relative relocations are packed (DT_RELR: `-z pack-relative-relocs`, 0.6 KiB instead of
+# 57 KiB of `.rela.dyn` that every start reads: about 60 KiB less memory per invocation) when
+# the glibc linked in applies them itself, 2.36 or later; each plugin is then run once
+# (VERSION) and relinked without them if it fails.
 HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+GLIBC_RELR := $(shell getconf GNU_LIBC_VERSION 2>/dev/null | awk '{ split($$2, v, "."); print (v[1] > 2 || (v[1] == 2 && v[2] >= 36)) ? "yes" : "no" }')
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TARGET_ABS := $(abspath $(TARGET_DIR))
 
@@ -44,8 +49,15 @@ release:
 				-C link-arg=-Wl,--no-warn-symbol-ordering \
 				-C link-arg=-Wl,-Map=$(TARGET_ABS)/$(HOST_TRIPLE)/release/$$p.map"; \
 		fi; \
+		relr=""; \
+		if [ "$$lld" != 0 ] && [ "$(GLIBC_RELR)" = yes ]; then relr="-C link-arg=-Wl,-z,pack-relative-relocs"; fi; \
 		RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static" $(CARGO) rustc --release \
-			--target $(HOST_TRIPLE) -p $$p --bin $$p -- $$order || exit 1; \
+			--target $(HOST_TRIPLE) -p $$p --bin $$p -- $$order $$relr || exit 1; \
+		if [ -n "$$relr" ] && ! CNI_COMMAND=VERSION $(TARGET_DIR)/$(HOST_TRIPLE)/release/$$p </dev/null >/dev/null 2>&1; then \
+			echo "$$p does not start with packed relocations; linking it without them"; \
+			RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static" $(CARGO) rustc --release \
+				--target $(HOST_TRIPLE) -p $$p --bin $$p -- $$order || exit 1; \
+		fi; \
 		install -m 0755 $(TARGET_DIR)/$(HOST_TRIPLE)/release/$$p $(TARGET_DIR)/release/.$$p.static && \
 		mv -f $(TARGET_DIR)/release/.$$p.static $(TARGET_DIR)/release/$$p || exit 1; \
 	done

@@ -1109,6 +1109,60 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     }
 }
 
+/// A network's first ADD on a node with the nftables masquerade backend starts no process:
+/// the table, its chains and rules go in over netlink. `nft` here is a stand-in that logs
+/// its calls and fails; the real one then lists what ADD made, and DEL removes it.
+#[test]
+fn nftables_first_add_starts_no_process() {
+    require_root!();
+    let w = World::new("bnfp");
+    let tools = TempDir::new("nftlog");
+    let log = tools.path().join("log");
+    script(
+        tools.path(),
+        "nft",
+        &format!("echo \"nft $*\" >>{}\nexit 1\n", log.display()),
+    );
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let conf = w.conf(json!({"ipMasqBackend": "nftables"}));
+    let c = w.node.container("bnfpc");
+    let netns = c.path().display().to_string();
+    let cni_path = w.bin.path().display().to_string();
+    let node_ns = w.node.open();
+    let run = |cmd: &str, path: Option<&str>| {
+        let mut env = vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "nfp"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", cni_path.as_str()),
+        ];
+        env.extend(path.map(|p| ("PATH", p)));
+        run_plugin(
+            Some(&node_ns),
+            &cni_testkit::bin("bridge"),
+            &env,
+            &conf.to_string(),
+        )
+    };
+    assert!(!w.node.nft_ruleset().contains("cni_plugins_masquerade"));
+    let out = run("ADD", Some(&path));
+    assert!(out.ok(), "{out}");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(calls, "", "ADD ran nft");
+    let t = w.node.nft_ruleset();
+    let comment = names::nft_masq_comment("mynet", "eth0", "nfp");
+    assert_eq!(t.matches(comment.as_str()).count(), 2, "{t}");
+    assert!(t.contains("goto masq_checks"), "{t}");
+    let out = run("DEL", None);
+    assert!(out.ok(), "{out}");
+    assert!(!w.node.nft_ruleset().contains(comment.as_str()));
+}
+
 #[test]
 fn host_local_runs_in_process_only_when_it_is_this_build() {
     require_root!();

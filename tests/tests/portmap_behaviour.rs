@@ -505,6 +505,62 @@ fn status_with_iptables_nft_asks_nf_tables_and_runs_no_tool() {
     }
 }
 
+/// A network's first ADD on a node with the nftables backend starts no process: the
+/// tables of both families, their chains and rules go in over netlink. `nft` here is a
+/// stand-in that logs its calls and fails; the real one then lists what ADD made.
+#[test]
+fn nftables_first_add_starts_no_process() {
+    need_world!();
+    let mut w = World::new("nfpm", &Opts::new("nftables"));
+    let (_, att) = w.container("nfpm", json!([]));
+    let res = w.add(&att);
+    assert!(!w.firewall_state().contains("table ip"));
+    let tools = cni_testkit::TempDir::new("nftlog");
+    let log = tools.path().join("log");
+    let nft = tools.path().join("nft");
+    std::fs::write(
+        &nft,
+        format!("#!/bin/sh\necho \"nft $*\" >>{}\nexit 1\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let conf = w.portmap_conf(
+        Some(&res),
+        &json!({"portMappings": maps(&[(8080, 80, "tcp"), (5353, 53, "udp")])}),
+    );
+    let netns = att.netns.clone();
+    let env = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "nfpm"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let mut add = env("ADD");
+    add.push(("PATH", &path));
+    let out = w.run_portmap(&add, &conf);
+    assert!(out.ok(), "{out}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    let (v4, v6) = World::ips(&res);
+    let state = w.firewall_state();
+    for dnat in [
+        format!("dnat to {v4}:80"),
+        format!("dnat to [{}]:53", v6.unwrap_or_default()),
+    ] {
+        assert!(state.contains(&dnat), "{dnat}: {state}");
+    }
+    let out = w.run_portmap(&env("DEL"), &conf);
+    assert!(out.ok(), "{out}");
+    assert!(!w.firewall_state().contains("dnat to"));
+    w.rt.del(&att).unwrap();
+}
+
 #[test]
 fn no_mappings_passes_prev_result_through_and_runs_nothing() {
     need_world!();

@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bridge::masq::nft::{
-    CHAIN, NF_FAMILY, TABLE, postrouting_is_current, rule_changes, setup_script_with,
-    teardown_changes,
+    CHAIN, NF_FAMILY, TABLE, first_add_changes, postrouting_is_current, rule_changes,
+    setup_script_with, teardown_changes,
 };
 use cni_kernel::NetNs;
 use cni_kernel::firewall::nft;
@@ -103,4 +103,44 @@ fn comments_nft_would_rewrite_are_left_to_nft() {
     let addrs: Vec<IpNet> = vec!["10.88.0.5/16".parse().unwrap()];
     assert!(rule_changes("net", "eth0", "abc", &addrs).is_some());
     assert!(rule_changes("net\\x", "eth0", "abc", &addrs).is_none());
+}
+
+/// The network's first ADD on a node (no table yet) over netlink ([`first_add_changes`])
+/// makes the very table `nft` makes from the script: comments, the `postrouting` base chain
+/// and its rules, the attachment's rules. The next ADD finds `postrouting` current.
+#[test]
+fn first_add_over_netlink_equals_nft() {
+    cni_testkit::require_root_and_nft!();
+    let net = "masqfirst";
+    let cases: [&[&str]; 3] = [
+        &["10.88.0.5/16", "fd00::5/64"],
+        &["10.88.16.5/20"],
+        &["fd00:1::3/128"],
+    ];
+    for addrs in cases {
+        let addrs: Vec<IpNet> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        let case = format!("{addrs:?}");
+        let by_nft = NetNs::new_anonymous().unwrap();
+        let by_us = NetNs::new_anonymous().unwrap();
+        let nft_state = by_nft
+            .run(|| {
+                let script = setup_script_with(&[], true, false, net, "eth0", "abc", &addrs);
+                nft::apply(&script).unwrap();
+                table_state(NF_FAMILY, TABLE)
+            })
+            .unwrap();
+        let our_state = by_us
+            .run(|| {
+                let mut nf = NfTables::open().unwrap();
+                assert!(!nf.table_exists(NF_FAMILY, TABLE).unwrap(), "{case}");
+                let changes = first_add_changes(net, "eth0", "abc", &addrs).unwrap();
+                nf.commit(&changes, None).unwrap();
+                let post = nf.rules(NF_FAMILY, TABLE, Some("postrouting")).unwrap();
+                assert!(postrouting_is_current(&post), "{case}");
+                table_state(NF_FAMILY, TABLE)
+            })
+            .unwrap();
+        assert_eq!(nft_state.0.len(), 3 + addrs.len(), "{case}");
+        assert_same_table(&nft_state, &our_state, &case);
+    }
 }

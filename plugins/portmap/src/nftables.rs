@@ -1,7 +1,8 @@
 //! The nftables backend: the reference's `ip|ip6 cni_hostport` layout (`plugins.md` §3.4).
 //! ADD writes what is missing as one `nft -f -` script for **both** families, or, when only
-//! the container's own rules are missing (every ADD after a network's first), commits those
-//! over netlink, encoded as `nft` encodes them (no process). DEL reads and removes over
+//! the container's own rules are missing (every ADD after a network's first) or nothing
+//! exists yet (a network's first ADD without conditions), commits the same over netlink,
+//! encoded as `nft` encodes it (no process). DEL reads and removes over
 //! netlink; a JSON listing per family is the fallback where rule handles are needed.
 //!
 //! Differences from the reference, all invisible to its DEL and CHECK (they only look at
@@ -21,8 +22,10 @@ use crate::error::PortmapError;
 use cni_kernel::firewall::names::h16;
 use cni_kernel::firewall::nft::{self, NftRule};
 use cni_kernel::nftables::{
-    CMP_EQ, CMP_NEQ, CT_STATUS, Change, Expr, IPS_DST_NAT, META_L4PROTO, NAT_DNAT,
-    NAT_PROTO_SPECIFIED, NfFamily, NfTables, Rule, TRANSPORT_HEADER, Verdict, addr_match, octets,
+    CMP_EQ, CMP_NEQ, CT_STATUS, Change, Expr, FIB_F_DADDR, FIB_RESULT_ADDRTYPE, HOOK_OUTPUT,
+    HOOK_POSTROUTING, HOOK_PREROUTING, Hook, IPS_DST_NAT, META_L4PROTO, NAT_DNAT,
+    NAT_PROTO_SPECIFIED, NfFamily, NfTables, RTN_LOCAL, Rule, TRANSPORT_HEADER, Verdict,
+    addr_match, octets,
 };
 use ipnet::IpNet;
 use serde_json::Value;
@@ -175,45 +178,68 @@ fn nf_family(v6: bool) -> NfFamily {
     if v6 { NfFamily::Ipv6 } else { NfFamily::Ipv4 }
 }
 
+/// The table's comment.
+const TABLE_COMMENT: &str = "CNI portmap plugin";
+
+/// The chains an ADD of `conf` needs, in the order the script declares them: name, hook (of
+/// a base chain) and comment.
+fn chain_decls(conf: &Config) -> Vec<(String, Option<Hook>, Option<String>)> {
+    let nat = |num, priority| {
+        Some(Hook {
+            kind: "nat",
+            num,
+            priority,
+        })
+    };
+    let mut out = vec![
+        (HOSTPORTS.to_string(), None, None),
+        (HOSTIP_HOSTPORTS.to_string(), None, None),
+        (HOSTPORTS_ALL.to_string(), None, None),
+    ];
+    if conf.snat {
+        out.push((MASQUERADING.to_string(), nat(HOOK_POSTROUTING, 100), None));
+    }
+    out.extend([
+        ("output".to_string(), nat(HOOK_OUTPUT, -100), None),
+        ("prerouting".to_string(), nat(HOOK_PREROUTING, -100), None),
+        (
+            record_chain(&conf.network),
+            None,
+            Some(format!("portmap attachments of network {}", conf.network)),
+        ),
+    ]);
+    out
+}
+
 /// The chains an ADD of `conf` needs (in table `t`, `<family> cni_hostport`), each with the
 /// line that creates it.
 fn chains(conf: &Config, t: &str) -> Vec<(String, String)> {
-    let rec = record_chain(&conf.network);
-    let mut chains = vec![
-        (HOSTPORTS.to_string(), format!("add chain {t} {HOSTPORTS}")),
-        (
-            HOSTIP_HOSTPORTS.to_string(),
-            format!("add chain {t} {HOSTIP_HOSTPORTS}"),
-        ),
-        (
-            HOSTPORTS_ALL.to_string(),
-            format!("add chain {t} {HOSTPORTS_ALL}"),
-        ),
-    ];
-    if conf.snat {
-        chains.push((
-            MASQUERADING.to_string(),
-            format!("add chain {t} {MASQUERADING} {{ type nat hook postrouting priority 100 ; }}"),
-        ));
-    }
-    chains.extend([
-        (
-            "output".to_string(),
-            format!("add chain {t} output {{ type nat hook output priority -100 ; }}"),
-        ),
-        (
-            "prerouting".to_string(),
-            format!("add chain {t} prerouting {{ type nat hook prerouting priority -100 ; }}"),
-        ),
-        (
-            rec.clone(),
-            format!(
-                "add chain {t} {rec} {{ comment {} ; }}",
-                nft::quote(&format!("portmap attachments of network {}", conf.network))
-            ),
-        ),
-    ]);
-    chains
+    chain_decls(conf)
+        .into_iter()
+        .map(|(chain, hook, comment)| {
+            let mut body = Vec::new();
+            if let Some(h) = hook {
+                let name = match h.num {
+                    HOOK_PREROUTING => "prerouting",
+                    HOOK_OUTPUT => "output",
+                    _ => "postrouting",
+                };
+                body.push(format!(
+                    "type {} hook {name} priority {} ;",
+                    h.kind, h.priority
+                ));
+            }
+            if let Some(c) = comment {
+                body.push(format!("comment {} ;", nft::quote(&c)));
+            }
+            let line = if body.is_empty() {
+                format!("add chain {t} {chain}")
+            } else {
+                format!("add chain {t} {chain} {{ {} }}", body.join(" "))
+            };
+            (chain, line)
+        })
+        .collect()
 }
 
 /// The ADD script for one container address (pure). Lines are `add`/`flush` commands of one
@@ -245,7 +271,8 @@ pub fn add_script_with(
     let mut out = Vec::new();
     if !current.table {
         out.push(format!(
-            "add table {t} {{ comment \"CNI portmap plugin\" ; }}"
+            "add table {t} {{ comment {} ; }}",
+            nft::quote(TABLE_COMMENT)
         ));
     }
     out.extend(
@@ -323,9 +350,99 @@ pub fn rule_changes(
     container: IpNet,
     current: &Current,
 ) -> Option<Vec<Change>> {
+    if !current.complete(conf) {
+        return None;
+    }
+    container_changes(conf, container_id, container)
+}
+
+/// The whole of a network's first ADD on a node for one family ([`add_script_with`] when
+/// nothing exists: the table, its chains, the jumps of `hostports_all`, `prerouting` and
+/// `output`, then the container's rules), encoded as `nft` 1.0 encodes those lines. `None`
+/// where the script holds what is not encoded here: conditions (nft text of the operator's
+/// own), or a comment or container address [`rule_changes`] leaves to `nft`. With `declare`
+/// false, only the container's rules (a second address of a family declared earlier in the
+/// same transaction).
+pub fn first_add_changes(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    declare: bool,
+) -> Option<Vec<Change>> {
+    let v6 = is_v6(&container.addr());
+    let mut out = Vec::new();
+    if declare {
+        if !conf.conditions(v6).is_empty() {
+            return None;
+        }
+        let family = nf_family(v6);
+        let table = || TABLE.to_string();
+        out.push(Change::DeclareTable {
+            family,
+            table: table(),
+            comment: Some(TABLE_COMMENT.to_string()),
+        });
+        for (chain, hook, comment) in chain_decls(conf) {
+            if comment.as_deref().is_some_and(|c| !nft::plain(c)) {
+                return None;
+            }
+            out.push(Change::DeclareChain {
+                family,
+                table: table(),
+                chain,
+                hook,
+                comment,
+            });
+        }
+        let rule = |chain: &str, exprs: Vec<Expr>, comment: Option<&str>| {
+            [
+                Change::FlushChain {
+                    family,
+                    table: table(),
+                    chain: chain.to_string(),
+                },
+                Change::AppendRule {
+                    family,
+                    table: table(),
+                    chain: chain.to_string(),
+                    exprs,
+                    compat: None,
+                    comment: comment.map(str::to_string),
+                },
+            ]
+        };
+        let jump = |c: &str| Expr::Immediate {
+            verdict: Some(Verdict::Jump(c.to_string())),
+            value: Vec::new(),
+        };
+        let [flush, first] = rule(HOSTPORTS_ALL, vec![jump(HOSTIP_HOSTPORTS)], None);
+        let [_, second] = rule(HOSTPORTS_ALL, vec![jump(HOSTPORTS)], Some(ALL_MARKER));
+        out.extend([flush, first, second]);
+        let marker = base_marker("");
+        for chain in ["prerouting", "output"] {
+            let local = vec![
+                Expr::Fib {
+                    result: FIB_RESULT_ADDRTYPE,
+                    flags: FIB_F_DADDR,
+                },
+                Expr::Cmp {
+                    op: CMP_EQ,
+                    data: RTN_LOCAL.to_ne_bytes().to_vec(),
+                },
+                jump(HOSTPORTS_ALL),
+            ];
+            out.extend(rule(chain, local, Some(&marker)));
+        }
+    }
+    out.extend(container_changes(conf, container_id, container)?);
+    Some(out)
+}
+
+/// The container's own rules of [`add_script_with`] as changes (see [`rule_changes`]).
+fn container_changes(conf: &Config, container_id: &str, container: IpNet) -> Option<Vec<Change>> {
     let v6 = is_v6(&container.addr());
     let cmt = comment(container_id);
-    if !current.complete(conf) || container.addr().is_ipv6() != v6 || !nft::plain(&cmt) {
+    if container.addr().is_ipv6() != v6 || !nft::plain(&cmt) {
         return None;
     }
     let family = nf_family(v6);
@@ -422,10 +539,38 @@ pub fn rule_changes(
     Some(out)
 }
 
+/// The ADD of every container address (with its family's [`Current`]) as one netlink
+/// transaction: [`rule_changes`] where the table exists, [`first_add_changes`] where it does
+/// not (a family is declared once, with the first of its addresses). `None` if any address
+/// needs `nft`.
+pub fn netlink_changes(
+    conf: &Config,
+    container_id: &str,
+    ips: &[IpNet],
+    currents: &[Current],
+) -> Option<Vec<Change>> {
+    let mut declared: Vec<bool> = Vec::new();
+    ips.iter()
+        .zip(currents)
+        .map(|(ip, cur)| {
+            if cur.table {
+                return rule_changes(conf, container_id, *ip, cur);
+            }
+            let v6 = is_v6(&ip.addr());
+            let declare = !declared.contains(&v6);
+            declared.push(v6);
+            first_add_changes(conf, container_id, *ip, declare)
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|c| c.concat())
+}
+
 /// Applies the ADD for all container addresses in one transaction; what is already right is
 /// read over netlink first. When only the container's own rules are missing (every ADD after
-/// the network's first), they are committed over netlink ([`rule_changes`]); otherwise one
-/// `nft -f -` (the only process of an nftables ADD) writes what is missing.
+/// the network's first), they are committed over netlink ([`rule_changes`]), and so is a
+/// first ADD that finds no table ([`first_add_changes`]); otherwise (a table written by the
+/// reference or under other conditions, conditions of the operator's own) one `nft -f -`
+/// (the only process of an nftables ADD) writes what is missing.
 pub fn add(conf: &Config, container_id: &str, ips: &[IpNet]) -> Result<(), PortmapError> {
     let mut nf = NfTables::open().ok();
     let currents: Vec<Current> = ips
@@ -436,12 +581,7 @@ pub fn add(conf: &Config, container_id: &str, ips: &[IpNet]) -> Result<(), Portm
                 .unwrap_or_default()
         })
         .collect();
-    let changes: Option<Vec<Change>> = ips
-        .iter()
-        .zip(&currents)
-        .map(|(ip, cur)| rule_changes(conf, container_id, *ip, cur))
-        .collect::<Option<Vec<_>>>()
-        .map(|c| c.concat());
+    let changes = netlink_changes(conf, container_id, ips, &currents);
     // A refused transaction changed nothing: `nft` then applies the same rules (and reports
     // what is wrong, if anything).
     if let (Some(nf), Some(changes)) = (nf.as_mut(), changes)

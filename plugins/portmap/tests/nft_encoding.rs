@@ -159,3 +159,103 @@ fn incomplete_tables_are_left_to_nft() {
     no_masq.chains.retain(|c| c != "masquerading");
     assert!(!no_masq.complete(&conf));
 }
+
+/// A network's first ADD on a node (no table yet) over netlink
+/// ([`nftables::netlink_changes`] with nothing current) makes the very table `nft` makes
+/// from the script: table and chain comments, base chains, the jumps, the container's
+/// rules; a second address of a family declares nothing again. The next ADD then finds the
+/// table complete, and DEL leaves the same table in both.
+#[test]
+fn first_add_over_netlink_equals_nft() {
+    cni_testkit::require_root_and_nft!();
+    let maps = r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+        {"hostPort":5353,"containerPort":53,"protocol":"udp"}"#;
+    let cases: [(&str, &[&str]); 5] = [
+        ("", &["10.88.0.5/16", "fd00::5/64"]),
+        (r#","masqAll":true"#, &["10.88.16.5/20"]),
+        (r#","snat":false"#, &["fd00::5/60"]),
+        ("", &["10.88.0.5/16", "10.89.0.5/16", "fd00::5/64"]),
+        (r#","snat":false"#, &["10.1.2.3/32"]),
+    ];
+    for (extra, ips) in cases {
+        let conf = config(extra, maps);
+        let ips: Vec<IpNet> = ips.iter().map(|a| a.parse().unwrap()).collect();
+        let case = format!("{extra} {ips:?}");
+        let fams: Vec<bool> = [false, true]
+            .into_iter()
+            .filter(|v6| ips.iter().any(|ip| ip.addr().is_ipv6() == *v6))
+            .collect();
+        let states = |fams: &[bool]| -> Vec<_> {
+            fams.iter().map(|v6| table_state(fam(*v6), TABLE)).collect()
+        };
+        let by_nft = NetNs::new_anonymous().unwrap();
+        let by_us = NetNs::new_anonymous().unwrap();
+        let nft_state = by_nft
+            .run(|| {
+                let script: Vec<String> = ips
+                    .iter()
+                    .flat_map(|ip| nftables::add_script(&conf, "abc", *ip))
+                    .collect();
+                nft::apply(&script.join("\n")).unwrap();
+                states(&fams)
+            })
+            .unwrap();
+        let our_state = by_us
+            .run(|| {
+                let mut nf = NfTables::open().unwrap();
+                let currents: Vec<_> = ips
+                    .iter()
+                    .map(|ip| nftables::current(&mut nf, &conf, ip.addr().is_ipv6()))
+                    .collect();
+                assert!(currents.iter().all(|c| !c.table), "{case}");
+                let changes = nftables::netlink_changes(&conf, "abc", &ips, &currents).unwrap();
+                nf.commit(&changes, None).unwrap();
+                for v6 in &fams {
+                    let cur = nftables::current(&mut nf, &conf, *v6);
+                    assert!(
+                        cur.complete(&conf),
+                        "{case}: the next ADD finds it complete"
+                    );
+                }
+                states(&fams)
+            })
+            .unwrap();
+        for (a, b) in nft_state.iter().zip(&our_state) {
+            assert!(
+                a.0.iter().any(|(_, c, _)| c.as_deref() == Some("abc")),
+                "{case}"
+            );
+            assert_same_table(a, b, &case);
+        }
+        let after = |ns: &NetNs| {
+            ns.run(|| {
+                let mut nf = NfTables::open().unwrap();
+                nftables::del(Some(&mut nf), &conf.network, "abc").unwrap();
+                states(&fams)
+            })
+            .unwrap()
+        };
+        for (a, b) in after(&by_nft).iter().zip(&after(&by_us)) {
+            assert!(
+                a.0.iter().all(|(_, c, _)| c.as_deref() != Some("abc")),
+                "{case}"
+            );
+            assert_same_table(a, b, &case);
+        }
+    }
+}
+
+/// Conditions are the operator's own nft text: a first ADD with them is left to `nft`.
+#[test]
+fn first_add_with_conditions_is_left_to_nft() {
+    let maps = r#"{"hostPort":8080,"containerPort":80,"protocol":"tcp"}"#;
+    let ip: IpNet = "10.88.0.5/16".parse().unwrap();
+    let plain = config("", maps);
+    assert!(nftables::first_add_changes(&plain, "abc", ip, true).is_some());
+    let conds = config(r#","conditionsV4":["ip saddr != 10.0.0.0/8"]"#, maps);
+    assert!(nftables::first_add_changes(&conds, "abc", ip, true).is_none());
+    // Declared with an earlier address: only the container's rules, no conditions needed.
+    assert!(nftables::first_add_changes(&conds, "abc", ip, false).is_some());
+    let v6: IpNet = "fd00::5/64".parse().unwrap();
+    assert!(nftables::first_add_changes(&conds, "abc", v6, true).is_some());
+}

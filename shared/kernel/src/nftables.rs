@@ -31,6 +31,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 
+const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
@@ -41,11 +42,16 @@ const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_GETGEN: u16 = 16;
 
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_FLAGS: u16 = 2;
+const NFTA_TABLE_USERDATA: u16 = 6;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_HANDLE: u16 = 2;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
 const NFTA_CHAIN_USE: u16 = 6;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_CHAIN_USERDATA: u16 = 12;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
@@ -92,6 +98,9 @@ const NFTA_NAT_FAMILY: u16 = 2;
 const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 const NFTA_NAT_FLAGS: u16 = 7;
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
 const NFTA_COMPAT_NAME: u16 = 1;
 const NFTA_COMPAT_REV: u16 = 2;
 const NFTA_COMPAT_INFO: u16 = 3;
@@ -223,6 +232,9 @@ pub enum Expr {
     },
     /// `masq` without options.
     Masq,
+    /// `fib` lookup into register 1: `result` is `NFT_FIB_RESULT_*`, `flags` `NFTA_FIB_F_*`
+    /// (`fib daddr type`: [`FIB_RESULT_ADDRTYPE`], [`FIB_F_DADDR`]).
+    Fib { result: u32, flags: u32 },
     /// Any other expression, by name.
     Other(String),
 }
@@ -345,6 +357,19 @@ pub const META_MARK: u32 = 3;
 pub const META_L4PROTO: u32 = 16;
 /// `NFT_CT_STATUS`: the conntrack status bits ([`Expr::Ct`]), in host byte order.
 pub const CT_STATUS: u32 = 2;
+
+/// `NF_INET_PRE_ROUTING`: the hook of a `prerouting` base chain.
+pub const HOOK_PREROUTING: u32 = 0;
+/// `NF_INET_LOCAL_OUT`: the hook of an `output` base chain.
+pub const HOOK_OUTPUT: u32 = 3;
+/// `NF_INET_POST_ROUTING`: the hook of a `postrouting` base chain.
+pub const HOOK_POSTROUTING: u32 = 4;
+/// `NFT_FIB_RESULT_ADDRTYPE`: a `fib ... type` lookup (the route type, `RTN_*`).
+pub const FIB_RESULT_ADDRTYPE: u32 = 3;
+/// `NFTA_FIB_F_DADDR`: a `fib daddr` lookup.
+pub const FIB_F_DADDR: u32 = 2;
+/// `RTN_LOCAL`: `type local`, compared in host byte order.
+pub const RTN_LOCAL: u32 = 2;
 /// `IPS_DST_NAT`: the status bit of a connection that was DNATed (`ct status dnat`).
 pub const IPS_DST_NAT: u32 = 0x20;
 /// `NFT_NAT_DNAT` ([`Expr::Nat`]).
@@ -415,6 +440,18 @@ pub fn octets(ip: IpAddr) -> Vec<u8> {
     }
 }
 
+/// What makes a chain a base chain: `{ type <kind> hook <num> priority <priority> ; }`
+/// (policy accept, the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// The chain type: `nat`, `filter`, `route`.
+    pub kind: &'static str,
+    /// The hook, `NF_INET_*` ([`HOOK_PREROUTING`], [`HOOK_OUTPUT`], [`HOOK_POSTROUTING`]).
+    pub num: u32,
+    /// The priority.
+    pub priority: i32,
+}
+
 /// One change of an atomic [`NfTables::commit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -442,6 +479,23 @@ pub enum Change {
         family: NfFamily,
         table: String,
         chain: String,
+    },
+    /// Declare a table as `nft add table` does: created if missing, left as it is if not.
+    DeclareTable {
+        family: NfFamily,
+        table: String,
+        /// The table's comment (userdata), as `nft add table ... { comment "..." ; }`.
+        comment: Option<String>,
+    },
+    /// Declare a chain as `nft add chain` does: created if missing (no error if it exists),
+    /// attached to a hook if `hook` is given.
+    DeclareChain {
+        family: NfFamily,
+        table: String,
+        chain: String,
+        hook: Option<Hook>,
+        /// The chain's comment (userdata), as `nft add chain ... { comment "..." ; }`.
+        comment: Option<String>,
     },
     /// Append a rule (`iptables -A`): its expressions, and the protocol and inversion
     /// x_tables extensions are checked against (`NFTA_RULE_COMPAT`).
@@ -484,6 +538,7 @@ impl Expr {
             Expr::Ct { .. } => "ct",
             Expr::Nat { .. } => "nat",
             Expr::Masq => "masq",
+            Expr::Fib { .. } => "fib",
             Expr::Other(_) => return,
         };
         b.nest(NFTA_LIST_ELEM, true, |b| {
@@ -572,6 +627,11 @@ impl Expr {
                     if *flags != 0 {
                         b.attr(NFTA_NAT_FLAGS, &be(*flags));
                     }
+                }
+                Expr::Fib { result, flags } => {
+                    b.attr(NFTA_FIB_DREG, &be(NFT_REG_1));
+                    b.attr(NFTA_FIB_RESULT, &be(*result));
+                    b.attr(NFTA_FIB_FLAGS, &be(*flags));
                 }
                 Expr::Masq | Expr::Other(_) => {}
             });
@@ -702,6 +762,10 @@ fn parse_expr(elem: &[u8]) -> Expr {
             None => Expr::Other(name),
         },
         "masq" if a.is_empty() => Expr::Masq,
+        "fib" if u(NFTA_FIB_DREG) == NFT_REG_1 => Expr::Fib {
+            result: u(NFTA_FIB_RESULT),
+            flags: u(NFTA_FIB_FLAGS),
+        },
         "cmp" => Expr::Cmp {
             op: u(NFTA_CMP_OP),
             data: get(NFTA_CMP_DATA)
@@ -821,6 +885,40 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, chain);
             (msg_type(NFT_MSG_NEWCHAIN), NLM_F_CREATE | NLM_F_EXCL)
+        }
+        Change::DeclareTable {
+            family,
+            table,
+            comment,
+        } => {
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
+            b.str(NFTA_TABLE_NAME, table);
+            b.attr(NFTA_TABLE_FLAGS, &be(0));
+            if let Some(c) = comment.as_deref().and_then(udata_of_comment) {
+                b.attr(NFTA_TABLE_USERDATA, &c);
+            }
+            (msg_type(NFT_MSG_NEWTABLE), NLM_F_CREATE)
+        }
+        Change::DeclareChain {
+            family,
+            table,
+            chain,
+            hook,
+            comment,
+        } => {
+            b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
+            b.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, chain);
+            if let Some(h) = hook {
+                b.nest(NFTA_CHAIN_HOOK, true, |b| {
+                    b.attr(NFTA_HOOK_HOOKNUM, &be(h.num));
+                    b.attr(NFTA_HOOK_PRIORITY, &h.priority.to_be_bytes());
+                });
+                b.str(NFTA_CHAIN_TYPE, h.kind);
+            }
+            if let Some(c) = comment.as_deref().and_then(udata_of_comment) {
+                b.attr(NFTA_CHAIN_USERDATA, &c);
+            }
+            (msg_type(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
         }
         Change::AppendRule {
             family,

@@ -11,10 +11,10 @@
 //! measured one a named (bind-mounted) namespace under `/run/netns`, as CRI runtimes pass them.
 //!
 //! At N = 10 it also records, per plugin invocation, the child processes (`strace -f`) and
-//! the peak RSS of the process tree.
+//! the peak RSS of the process tree (the median of `RSS_ROUNDS` invocations).
 
 use super::floor::{self, Tx};
-use super::{Ctx, Sandbox, Stats, Worker, children, cni_env, exec, peak_rss_kib};
+use super::{Ctx, Sandbox, Stats, Worker, children, cni_env, exec, median_rss, peak_rss_kib};
 use cni_testkit::{Netns, Node, TempDir};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -258,8 +258,11 @@ impl Side {
                 c.to_string()
             };
             let mut out = serde_json::Map::new();
-            let rss = peak_rss_kib(&b, &add, &br);
-            exec(&b, &del, &br);
+            let rss = median_rss(|| {
+                let r = peak_rss_kib(&b, &add, &br);
+                exec(&b, &del, &br);
+                r
+            });
             let kids = children(&b, &add, &br);
             exec(&b, &del, &br);
             out.insert(
@@ -270,24 +273,33 @@ impl Side {
             let (o, _) = exec(&b, &add, &br);
             let prev = o.json();
             let pmc = portmap_conf(0, &prev).to_string();
-            let rss = peak_rss_kib(&pm, &add, &pmc);
-            exec(&pm, &del, &pmc);
+            let rss = median_rss(|| {
+                let r = peak_rss_kib(&pm, &add, &pmc);
+                exec(&pm, &del, &pmc);
+                r
+            });
             let kids = children(&pm, &add, &pmc);
             out.insert(
                 "portmap ADD".into(),
                 json!({"rss_kib": rss, "children": kids}),
             );
-            let rss = peak_rss_kib(&pm, &del, &pmc);
-            exec(&pm, &add, &pmc);
+            let rss = median_rss(|| {
+                let r = peak_rss_kib(&pm, &del, &pmc);
+                exec(&pm, &add, &pmc);
+                r
+            });
             let kids = children(&pm, &del, &pmc);
             out.insert(
                 "portmap DEL".into(),
                 json!({"rss_kib": rss, "children": kids}),
             );
 
-            let rss = peak_rss_kib(&b, &del, &with_prev(&prev));
-            let (o, _) = exec(&b, &add, &br);
-            let prev = o.json();
+            let mut prev = prev;
+            let rss = median_rss(|| {
+                let r = peak_rss_kib(&b, &del, &with_prev(&prev));
+                prev = exec(&b, &add, &br).0.json();
+                r
+            });
             let kids = children(&b, &del, &with_prev(&prev));
             out.insert(
                 "bridge DEL".into(),

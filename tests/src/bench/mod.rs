@@ -161,7 +161,7 @@ impl Ctx {
             .filter(|r| r.extra.get("size_bytes").is_some())
             .collect();
         if !starts.is_empty() {
-            s.push_str("\n| binary | size | ref size | peak RSS (VERSION) | ref peak RSS |\n");
+            s.push_str(&format!("\n| binary | size | ref size | peak RSS (VERSION, median of {RSS_ROUNDS}) | ref peak RSS |\n"));
             s.push_str("| --- | ---: | ---: | ---: | ---: |\n");
             let kib = |v: &Value| v.as_u64().map(|x| format!("{x} KiB")).unwrap_or_default();
             let size = |v: &Value| {
@@ -189,7 +189,7 @@ impl Ctx {
                 continue;
             };
             s.push_str(&format!(
-                "\nPer plugin invocation ({}, {}): child processes and peak RSS of the process tree\n\n",
+                "\nPer plugin invocation ({}, {}): child processes and peak RSS of the process tree (median of {RSS_ROUNDS})\n\n",
                 r.group, r.case
             ));
             s.push_str("| invocation | ours: children | ours: peak RSS | ref: children | ref: peak RSS |\n");
@@ -461,6 +461,21 @@ pub fn exec(bin: &Path, env: &[(String, String)], stdin: &str) -> (PluginOutput,
         },
         d,
     )
+}
+
+/// Samples behind each peak-RSS figure: one invocation's peak moves by 100 KiB or more from
+/// one run to the next (which windows of the binary the kernel maps around a fault depends
+/// on what the page cache holds), so a single sample could not show a 60 KiB change.
+pub const RSS_ROUNDS: usize = 5;
+
+/// The median of [`RSS_ROUNDS`] samples of `probe` (a [`peak_rss_kib`] call, plus whatever
+/// restores the state it changed); `None` if any sample failed.
+pub fn median_rss(mut probe: impl FnMut() -> Option<u64>) -> Option<u64> {
+    let mut v = (0..RSS_ROUNDS)
+        .map(|_| probe())
+        .collect::<Option<Vec<u64>>>()?;
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
 }
 
 /// Peak resident set (KiB) of one invocation: the plugin and every process it waited for

@@ -6,7 +6,7 @@
 //! bridge needed), and ours' STATUS (the reference's 1.1.1 has none).
 
 use super::chain::{NET, bridge_conf, mappings, plugin_dir};
-use super::{ATTACHED, Ctx, SETTLE, Stats, Worker, cni_env, exec, peak_rss_kib};
+use super::{ATTACHED, Ctx, SETTLE, Stats, Worker, cni_env, exec, median_rss, peak_rss_kib};
 use cni_testkit::{Netns, Node, TempDir};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -146,8 +146,8 @@ pub fn run(ctx: &mut Ctx) {
             Stats::of(&a),
             Some(Stats::of(&b)),
             json!({
-                "rss_kib": peak_rss_kib(&o, &venv, ""),
-                "ref_rss_kib": peak_rss_kib(&r, &venv, ""),
+                "rss_kib": median_rss(|| peak_rss_kib(&o, &venv, "")),
+                "ref_rss_kib": median_rss(|| peak_rss_kib(&r, &venv, "")),
                 "size_bytes": size(&o),
                 "ref_size_bytes": size(&r),
             }),

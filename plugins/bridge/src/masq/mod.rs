@@ -119,6 +119,8 @@ struct NftState {
     postrouting_current: bool,
     /// The table and both chains exist.
     exist: bool,
+    /// The table exists.
+    table: bool,
 }
 
 fn nft_state(nf: &mut NfTables, inst: Instance<'_>) -> Option<NftState> {
@@ -127,6 +129,7 @@ fn nft_state(nf: &mut NfTables, inst: Instance<'_>) -> Option<NftState> {
             stale: Vec::new(),
             postrouting_current: false,
             exist: false,
+            table: false,
         });
     }
     let exist = nf
@@ -154,24 +157,32 @@ fn nft_state(nf: &mut NfTables, inst: Instance<'_>) -> Option<NftState> {
         stale,
         postrouting_current: nft::postrouting_is_current(&post),
         exist,
+        table: true,
     })
 }
 
 fn nft_setup(inst: Instance<'_>, addrs: &[IpNet]) -> Result<(), BridgeError> {
     // nf_tables is read over netlink (no `nft` process); the `nft -j` listing remains for
     // kernels where that fails. When only this attachment's rules are missing (every ADD
-    // after the network's first), they are committed over netlink too; a refused
-    // transaction changed nothing, and `nft` then writes the same rules.
+    // after the network's first), or nothing exists yet (the network's first ADD on the
+    // node), the same is committed over netlink too; a refused transaction changed nothing,
+    // and `nft` then writes the same rules.
     let mut nf = NfTables::open().ok();
     let state = nf.as_mut().and_then(|nf| nft_state(nf, inst));
-    if let (Some(nf), Some(st)) = (nf.as_mut(), &state)
-        && st.exist
-        && st.postrouting_current
-        && st.stale.is_empty()
-        && let Some(changes) = nft::rule_changes(inst.net, inst.ifname, inst.container_id, addrs)
-        && nf.commit(&changes, None).is_ok()
-    {
-        return Ok(());
+    if let (Some(nf), Some(st)) = (nf.as_mut(), &state) {
+        let (net, ifname, id) = (inst.net, inst.ifname, inst.container_id);
+        let changes = if !st.table {
+            nft::first_add_changes(net, ifname, id, addrs)
+        } else if st.exist && st.postrouting_current && st.stale.is_empty() {
+            nft::rule_changes(net, ifname, id, addrs)
+        } else {
+            None
+        };
+        if let Some(changes) = changes
+            && nf.commit(&changes, None).is_ok()
+        {
+            return Ok(());
+        }
     }
     let script = match state {
         Some(st) => nft::setup_script_with(

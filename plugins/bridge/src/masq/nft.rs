@@ -5,14 +5,14 @@
 //!
 //! Pure script generation over one `nft -j list table` listing; each ADD, DEL or GC applies
 //! one `nft -f -` transaction, except where the plugin reads and writes over netlink: the
-//! state an ADD needs, an ADD that only adds this attachment's rules ([`rule_changes`]), and
-//! DEL.
+//! state an ADD needs, an ADD that only adds this attachment's rules ([`rule_changes`]), the
+//! network's first ADD on a node ([`first_add_changes`]), and DEL.
 
 use cni::gc::Attachment;
 use cni_kernel::firewall::names;
 use cni_kernel::firewall::nft::{NftRule, plain, quote, rules};
 use cni_kernel::nftables::{
-    CMP_EQ, Change, Expr, META_NFPROTO, NfFamily, Rule, Verdict, addr_match,
+    CMP_EQ, Change, Expr, HOOK_POSTROUTING, Hook, META_NFPROTO, NfFamily, Rule, Verdict, addr_match,
 };
 use ipnet::IpNet;
 use serde_json::Value;
@@ -193,6 +193,83 @@ pub fn rule_changes(
         }
     };
     Some(addrs.iter().map(rule).collect())
+}
+
+/// The whole of [`setup_script_with`] when the table does not exist yet (the network's first
+/// ADD on a node): the table, both chains, the `postrouting` rules and this attachment's
+/// rules, encoded as `nft` 1.0 encodes those lines. `None` if the comment is not [`plain`].
+pub fn first_add_changes(
+    net: &str,
+    ifname: &str,
+    container_id: &str,
+    addrs: &[IpNet],
+) -> Option<Vec<Change>> {
+    let table = || TABLE.to_string();
+    let mut out = vec![
+        Change::DeclareTable {
+            family: NF_FAMILY,
+            table: table(),
+            comment: Some(TABLE_COMMENT.to_string()),
+        },
+        Change::DeclareChain {
+            family: NF_FAMILY,
+            table: table(),
+            chain: CHAIN.to_string(),
+            hook: None,
+            comment: Some(CHAIN_COMMENT.to_string()),
+        },
+        Change::DeclareChain {
+            family: NF_FAMILY,
+            table: table(),
+            chain: "postrouting".to_string(),
+            hook: Some(Hook {
+                kind: "nat",
+                num: HOOK_POSTROUTING,
+                priority: 100,
+            }),
+            comment: None,
+        },
+        Change::FlushChain {
+            family: NF_FAMILY,
+            table: table(),
+            chain: "postrouting".to_string(),
+        },
+    ];
+    let post = |exprs: Vec<Expr>, comment: Option<&str>| Change::AppendRule {
+        family: NF_FAMILY,
+        table: table(),
+        chain: "postrouting".to_string(),
+        exprs,
+        compat: None,
+        comment: comment.map(str::to_string),
+    };
+    let multicast_returns = |family: NfFamily, net: &str| {
+        let net: IpNet = net.parse().ok()?;
+        let mut e = vec![
+            Expr::Meta { key: META_NFPROTO },
+            Expr::Cmp {
+                op: CMP_EQ,
+                data: vec![family.code()],
+            },
+        ];
+        e.extend(addr_match(net, true, true));
+        e.push(Expr::Immediate {
+            verdict: Some(Verdict::Return),
+            value: Vec::new(),
+        });
+        Some(post(e, None))
+    };
+    out.push(multicast_returns(NfFamily::Ipv4, "224.0.0.0/4")?);
+    out.push(multicast_returns(NfFamily::Ipv6, "ff00::/8")?);
+    out.push(post(
+        vec![Expr::Immediate {
+            verdict: Some(Verdict::Goto(CHAIN.to_string())),
+            value: Vec::new(),
+        }],
+        Some(POSTROUTING_MARKER),
+    ));
+    out.extend(rule_changes(net, ifname, container_id, addrs)?);
+    Some(out)
 }
 
 /// The DEL changes computed from the netlink listing of `masq_checks`: delete this

@@ -1109,8 +1109,8 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     }
 }
 
-/// A network's first ADD on a node with the nftables masquerade backend starts no process:
-/// the table, its chains and rules go in over netlink. `nft` here is a stand-in that logs
+/// A network's first ADD on a node with the nftables masquerade backend and `macspoofchk`
+/// starts no process: both tables, their chains and rules go in over netlink. `nft` here is a stand-in that logs
 /// its calls and fails; the real one then lists what ADD made, and DEL removes it.
 #[test]
 fn nftables_first_add_starts_no_process() {
@@ -1128,7 +1128,7 @@ fn nftables_first_add_starts_no_process() {
         tools.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let conf = w.conf(json!({"ipMasqBackend": "nftables"}));
+    let conf = w.conf(json!({"ipMasqBackend": "nftables", "macspoofchk": true}));
     let c = w.node.container("bnfpc");
     let netns = c.path().display().to_string();
     let cni_path = w.bin.path().display().to_string();
@@ -1158,9 +1158,17 @@ fn nftables_first_add_starts_no_process() {
     let comment = names::nft_masq_comment("mynet", "eth0", "nfp");
     assert_eq!(t.matches(comment.as_str()).count(), 2, "{t}");
     assert!(t.contains("goto masq_checks"), "{t}");
+    assert!(
+        t.contains("macspoofchk-nfp-eth0") && t.contains("ether saddr"),
+        "{t}"
+    );
     let out = run("DEL", None);
     assert!(out.ok(), "{out}");
-    assert!(!w.node.nft_ruleset().contains(comment.as_str()));
+    let t = w.node.nft_ruleset();
+    assert!(
+        !t.contains(comment.as_str()) && !t.contains("macspoofchk-nfp-eth0"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@
 use crate::error::BridgeError;
 use cni_kernel::firewall::nft as nft_tool;
 use cni_kernel::firewall::nft::{chains, plain, quote, rules};
-use cni_kernel::nftables::{CMP_EQ, Change, Expr, NfFamily, NfTables, Verdict};
+use cni_kernel::nftables::{CMP_EQ, Change, Expr, Hook, NfFamily, NfTables, Verdict};
 use serde_json::Value;
 
 const FAMILY: &str = "bridge";
@@ -60,6 +60,8 @@ pub fn setup_script(host_veth: &str, mac: &str, refid: &str) -> String {
     )
 }
 
+/// `NF_BR_PRE_ROUTING`: the hook of the `PREROUTING` base chain.
+const NF_BR_PRE_ROUTING: u32 = 0;
 /// `NFT_META_IIFNAME`.
 const META_IIFNAME: u32 = 6;
 /// `NFT_PAYLOAD_LL_HEADER`.
@@ -136,20 +138,51 @@ pub fn setup_changes(host_veth: &str, mac: &str, refid: &str) -> Option<Vec<Chan
     ])
 }
 
+/// [`setup_changes`] for the node's first ADD, when `bridge nat` does not exist: the table and
+/// its `PREROUTING` base chain declared first, as [`setup_script`] declares them.
+pub fn first_setup_changes(host_veth: &str, mac: &str, refid: &str) -> Option<Vec<Change>> {
+    let mut changes = vec![
+        Change::DeclareTable {
+            family: NfFamily::Bridge,
+            table: TABLE.to_string(),
+            comment: None,
+        },
+        Change::DeclareChain {
+            family: NfFamily::Bridge,
+            table: TABLE.to_string(),
+            chain: BASE.to_string(),
+            hook: Some(Hook {
+                kind: "filter",
+                num: NF_BR_PRE_ROUTING,
+                priority: -300,
+            }),
+            comment: None,
+        },
+    ];
+    changes.extend(setup_changes(host_veth, mac, refid)?);
+    Some(changes)
+}
+
 /// Adds the rules of [`setup_changes`] over netlink when `bridge nat` and its `PREROUTING`
-/// base chain exist; false (nothing changed) otherwise.
+/// base chain exist, or with them ([`first_setup_changes`]) when the table does not; false
+/// (nothing changed) otherwise.
 fn setup_nf(host_veth: &str, mac: &str, refid: &str) -> bool {
-    let Some(changes) = setup_changes(host_veth, mac, refid) else {
-        return false;
-    };
     let Ok(mut nf) = NfTables::open() else {
         return false;
     };
-    nf.chain(NfFamily::Bridge, TABLE, BASE)
+    let in_place = nf
+        .chain(NfFamily::Bridge, TABLE, BASE)
         .ok()
         .flatten()
-        .is_some_and(|c| c.base)
-        && nf.commit(&changes, None).is_ok()
+        .is_some_and(|c| c.base);
+    let changes = if in_place {
+        setup_changes(host_veth, mac, refid)
+    } else if nf.table_exists(NfFamily::Bridge, TABLE).ok() == Some(false) {
+        first_setup_changes(host_veth, mac, refid)
+    } else {
+        None
+    };
+    changes.is_some_and(|c| nf.commit(&c, None).is_ok())
 }
 
 /// The DEL transaction read over netlink: the `PREROUTING` rules carrying this attachment's
@@ -304,7 +337,8 @@ pub fn list() -> Result<Option<Value>, BridgeError> {
 }
 
 /// Installs the rules for an attachment: over netlink when the table is in place
-/// ([`setup_changes`]), else (the node's first ADD, a re-ADD) with one `nft -f -`.
+/// ([`setup_changes`]) or missing ([`first_setup_changes`]), else (a re-ADD, a table without
+/// its base chain) with one `nft -f -`.
 pub fn setup(host_veth: &str, mac: &str, refid: &str) -> Result<(), BridgeError> {
     if setup_nf(host_veth, mac, refid) {
         return Ok(());

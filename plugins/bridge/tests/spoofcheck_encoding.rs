@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use bridge::spoofcheck::{ref_id, setup, setup_changes, setup_script, teardown, teardown_script};
+use bridge::spoofcheck::{
+    first_setup_changes, ref_id, setup, setup_changes, setup_script, teardown, teardown_script,
+};
 use cni_kernel::NetNs;
 use cni_kernel::firewall::nft;
 use cni_kernel::nftables::{NfFamily, NfTables};
@@ -86,4 +88,40 @@ fn what_nft_would_write_differently_is_left_to_it() {
     assert!(setup_changes("veth1", "02:11:22:33:44:zz", &refid).is_none());
     assert!(setup_changes("veth1234567890123", "02:11:22:33:44:55", &refid).is_none());
     assert!(setup_changes("veth1", "02:11:22:33:44:55", &ref_id("a\"b", "eth0")).is_none());
+}
+
+/// The node's first ADD (no `bridge nat` yet) over netlink ([`first_setup_changes`]) makes
+/// the very table `nft` makes from the script, base chain included; `setup` takes that path.
+#[test]
+fn first_add_over_netlink_equals_nft() {
+    cni_testkit::require_root_and_nft!();
+    let refid = ref_id("abc", "eth0");
+    let (veth, mac) = ("veth12345678901", "0a:11:22:33:44:ff");
+    let by_nft = NetNs::new_anonymous().unwrap();
+    let by_us = NetNs::new_anonymous().unwrap();
+    let by_setup = NetNs::new_anonymous().unwrap();
+    let nft_state = by_nft
+        .run(|| {
+            nft::apply(&setup_script(veth, mac, &refid)).unwrap();
+            table_state(NfFamily::Bridge, "nat")
+        })
+        .unwrap();
+    let our_state = by_us
+        .run(|| {
+            let mut nf = NfTables::open().unwrap();
+            assert!(!nf.table_exists(NfFamily::Bridge, "nat").unwrap());
+            nf.commit(&first_setup_changes(veth, mac, &refid).unwrap(), None)
+                .unwrap();
+            table_state(NfFamily::Bridge, "nat")
+        })
+        .unwrap();
+    assert!(nft_state.1.contains("type filter hook prerouting"), "{}", nft_state.1);
+    assert_same_table(&nft_state, &our_state, "first ADD");
+    let setup_state = by_setup
+        .run(|| {
+            setup(veth, mac, &refid).unwrap();
+            table_state(NfFamily::Bridge, "nat")
+        })
+        .unwrap();
+    assert_same_table(&nft_state, &setup_state, "first ADD by setup");
 }

@@ -115,7 +115,11 @@ fn first_add_over_netlink_equals_nft() {
             table_state(NfFamily::Bridge, "nat")
         })
         .unwrap();
-    assert!(nft_state.1.contains("type filter hook prerouting"), "{}", nft_state.1);
+    assert!(
+        nft_state.1.contains("type filter hook prerouting"),
+        "{}",
+        nft_state.1
+    );
     assert_same_table(&nft_state, &our_state, "first ADD");
     let setup_state = by_setup
         .run(|| {

@@ -394,30 +394,28 @@ pub fn first_add_changes(
                 comment,
             });
         }
-        let rule = |chain: &str, exprs: Vec<Expr>, comment: Option<&str>| {
-            [
-                Change::FlushChain {
-                    family,
-                    table: table(),
-                    chain: chain.to_string(),
-                },
-                Change::AppendRule {
-                    family,
-                    table: table(),
-                    chain: chain.to_string(),
-                    exprs,
-                    compat: None,
-                    comment: comment.map(str::to_string),
-                },
-            ]
+        let flush = |chain: &str| Change::FlushChain {
+            family,
+            table: table(),
+            chain: chain.to_string(),
+        };
+        let append = |chain: &str, exprs: Vec<Expr>, comment: Option<&str>| Change::AppendRule {
+            family,
+            table: table(),
+            chain: chain.to_string(),
+            exprs,
+            compat: None,
+            comment: comment.map(str::to_string),
         };
         let jump = |c: &str| Expr::Immediate {
             verdict: Some(Verdict::Jump(c.to_string())),
             value: Vec::new(),
         };
-        let [flush, first] = rule(HOSTPORTS_ALL, vec![jump(HOSTIP_HOSTPORTS)], None);
-        let [_, second] = rule(HOSTPORTS_ALL, vec![jump(HOSTPORTS)], Some(ALL_MARKER));
-        out.extend([flush, first, second]);
+        out.extend([
+            flush(HOSTPORTS_ALL),
+            append(HOSTPORTS_ALL, vec![jump(HOSTIP_HOSTPORTS)], None),
+            append(HOSTPORTS_ALL, vec![jump(HOSTPORTS)], Some(ALL_MARKER)),
+        ]);
         let marker = base_marker("");
         for chain in ["prerouting", "output"] {
             let local = vec![
@@ -431,7 +429,7 @@ pub fn first_add_changes(
                 },
                 jump(HOSTPORTS_ALL),
             ];
-            out.extend(rule(chain, local, Some(&marker)));
+            out.extend([flush(chain), append(chain, local, Some(&marker))]);
         }
     }
     out.extend(container_changes(conf, container_id, container)?);

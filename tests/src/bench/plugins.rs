@@ -3,7 +3,8 @@
 //! (ADD and DEL of one container on a node with the bridge already up; also with
 //! `macspoofchk`, and ours with the nftables masquerade backend, which the reference's 1.1.1
 //! lacks), `portmap` alone (2 mappings, a `prevResult` naming the container address; no
-//! bridge needed), and ours' STATUS (the reference's 1.1.1 has none).
+//! bridge needed), a node's first ADD of each (on a node of its own every round), and ours'
+//! STATUS (the reference's 1.1.1 has none).
 
 use super::chain::{NET, bridge_conf, mappings, plugin_dir};
 use super::{ATTACHED, Ctx, SETTLE, Stats, Worker, cni_env, exec, median_rss, peak_rss_kib};
@@ -90,19 +91,24 @@ impl Side {
         })
     }
 
-    fn portmap_round(&self, i: usize) -> (Duration, Duration) {
+    /// One ADD and DEL of `portmap` with `extra` merged into its configuration.
+    fn portmap_round(&self, i: usize, extra: &Value) -> (Duration, Duration) {
         let dir: PathBuf = self.dir.path().to_path_buf();
         let netns = self.sandbox.path().display().to_string();
+        let extra = extra.clone();
         self.worker.call(move || {
             let id = format!("p{i}");
-            let conf = json!({
+            let mut conf = json!({
                 "cniVersion": "1.0.0", "name": NET, "type": "portmap",
                 "runtimeConfig": {"portMappings": mappings(i % 1000)},
                 "prevResult": {"cniVersion": "1.0.0",
                     "interfaces": [{"name": "eth0", "sandbox": netns}],
                     "ips": [{"address": "10.89.0.2/16", "interface": 0}]}
-            })
-            .to_string();
+            });
+            if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            let conf = conf.to_string();
             let pm = dir.join("portmap");
             let (out, a) = exec(&pm, &cni_env("ADD", &id, &netns, &dir), &conf);
             assert!(out.ok(), "portmap ADD: {out}");
@@ -177,7 +183,7 @@ pub fn run(ctx: &mut Ctx) {
         };
         for (s, is_ours) in order {
             let (a, d) = s.bridge_round(i, &json!({}));
-            let (x, y) = s.portmap_round(i);
+            let (x, y) = s.portmap_round(i, &json!({}));
             let (u, v) = s.bridge_round(i, &spoof);
             if is_ours {
                 oa.push(a);
@@ -199,6 +205,7 @@ pub fn run(ctx: &mut Ctx) {
             }
         }
     }
+    first_adds(ctx, &refdir);
     // STATUS (what containerd asks of a 1.1.0 list whenever the kubelet asks it for its
     // status): ours only.
     for (case, plugin, conf) in [
@@ -260,4 +267,65 @@ pub fn run(ctx: &mut Ctx) {
         Some(Stats::of(&qd)),
         json!(null),
     );
+}
+
+/// A node's first ADD, which also creates the bridge and the firewall tables and chains that
+/// every later ADD finds in place: each round on a node of its own, alternating. `bridge` with
+/// `macspoofchk` (iptables masquerading) and `portmap` (iptables) against the reference; ours
+/// alone with the nftables backends (the reference's 1.1.1 has none).
+fn first_adds(ctx: &mut Ctx, refdir: &Path) {
+    let spoof = json!({"macspoofchk": true});
+    let nft_spoof = json!({"macspoofchk": true, "ipMasqBackend": "nftables"});
+    let nft = json!({"backend": "nftables"});
+    let iters = ctx.iters(15);
+    let ours_dir = ctx.ours.clone();
+    let (mut ob, mut rb, mut op, mut rp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut nb, mut np) = (Vec::new(), Vec::new());
+    for i in 0..iters {
+        let mut sides = [(ours_dir.as_path(), "o"), (refdir, "r")];
+        if i % 2 == 1 {
+            sides.reverse();
+        }
+        for (bins, who) in sides {
+            let side = Side::new(&format!("f{who}{i}"), bins);
+            let (b, _) = side.bridge_round(i, &spoof);
+            let (p, _) = side.portmap_round(i, &json!({}));
+            if who == "o" {
+                ob.push(b);
+                op.push(p);
+            } else {
+                rb.push(b);
+                rp.push(p);
+            }
+        }
+        let side = Side::new(&format!("fn{i}"), &ours_dir);
+        nb.push(side.bridge_round(i, &nft_spoof).0);
+        np.push(side.portmap_round(i, &nft).0);
+    }
+    for (case, ours, theirs) in [
+        (
+            "bridge+host-local ADD, a node's first, macspoofchk",
+            &ob,
+            Some(&rb),
+        ),
+        ("portmap ADD (2 mappings), a node's first", &op, Some(&rp)),
+        (
+            "bridge+host-local ADD, a node's first, macspoofchk, nftables masquerade",
+            &nb,
+            None,
+        ),
+        (
+            "portmap ADD (2 mappings), a node's first (nftables)",
+            &np,
+            None,
+        ),
+    ] {
+        ctx.record(
+            "plugins",
+            case,
+            Stats::of(ours),
+            theirs.map(|t| Stats::of(t)),
+            json!(null),
+        );
+    }
 }

@@ -1171,6 +1171,75 @@ fn nftables_first_add_starts_no_process() {
     );
 }
 
+/// On an `iptables-nft` node, a network's first ADD with the iptables masquerade backend
+/// starts no process either: the `nat` tables of both families are created over netlink as
+/// `iptables-nft` creates them. The tools here are stand-ins named as Debian's alternatives
+/// name them, which log their calls and fail; the real ones then list what ADD made.
+#[test]
+fn iptables_first_add_starts_no_process() {
+    require_root!();
+    let w = World::new("bipfp");
+    let tools = TempDir::new("iptlog");
+    let log = tools.path().join("log");
+    let multi = script(
+        tools.path(),
+        "xtables-nft-multi",
+        &format!("echo \"${{0##*/}} $*\" >>{}\nexit 1\n", log.display()),
+    );
+    for name in [
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables",
+        "ip6tables-save",
+        "ip6tables-restore",
+    ] {
+        std::os::unix::fs::symlink(&multi, tools.path().join(name)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let conf = w.conf(json!({}));
+    let c = w.node.container("bipfpc");
+    let netns = c.path().display().to_string();
+    let cni_path = w.bin.path().display().to_string();
+    let node_ns = w.node.open();
+    let run = |cmd: &str, path: Option<&str>| {
+        let mut env = vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "ipfp"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", cni_path.as_str()),
+        ];
+        env.extend(path.map(|p| ("PATH", p)));
+        run_plugin(
+            Some(&node_ns),
+            &cni_testkit::bin("bridge"),
+            &env,
+            &conf.to_string(),
+        )
+    };
+    assert!(!w.node.iptables_save(false).contains("CNI-"));
+    let out = run("ADD", Some(&path));
+    assert!(out.ok(), "{out}");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(calls, "", "ADD ran the iptables tools");
+    let chain = names::chain_name("mynet", "ipfp");
+    for v6 in [false, true] {
+        let t = w.node.iptables_save(v6);
+        assert!(t.contains("-A POSTROUTING ") && t.contains(&chain), "{t}");
+        assert!(t.contains("-j MASQUERADE"), "{t}");
+    }
+    let out = run("DEL", None);
+    assert!(out.ok(), "{out}");
+    for v6 in [false, true] {
+        assert!(!w.node.iptables_save(v6).contains(&chain));
+    }
+}
+
 #[test]
 fn host_local_runs_in_process_only_when_it_is_this_build() {
     require_root!();

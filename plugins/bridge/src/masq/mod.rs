@@ -81,7 +81,8 @@ fn iptables_setup_listed(
 }
 
 /// The ADD of one family without a listing: on `iptables-nft` hosts one nf_tables
-/// transaction over netlink ([`iptables::plan_new_nf`], no process), otherwise one add-only
+/// transaction over netlink ([`iptables::plan_new_nf`], no process; on a node without the
+/// `nat` table, declaring it too: [`iptables::with_nat_declared`]), otherwise one add-only
 /// `iptables-restore` creating the chain with `-N` ([`iptables::plan_new`]). False if it did
 /// not apply (the chain exists, or the tools do not work); nothing was changed then.
 fn iptables_setup_new(inst: Instance<'_>, f: Family, addrs: &[IpNet]) -> bool {
@@ -94,7 +95,16 @@ fn iptables_setup_new(inst: Instance<'_>, f: Family, addrs: &[IpNet]) -> bool {
             Ok(()) => return true,
             // The chain exists: only the listing can tell what is missing.
             Err(e) if e.is_exists() => return false,
-            // E.g. a node where iptables-nft has not created the nat table yet.
+            // A node where iptables-nft has not created the nat table yet: created here as
+            // it creates it, in the same transaction.
+            Err(_) if nf.table_exists(f.nf_family(), iptables::TABLE).ok() == Some(false) => {
+                if nf
+                    .commit(&iptables::with_nat_declared(f, changes), None)
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
             Err(_) => {}
         }
     }

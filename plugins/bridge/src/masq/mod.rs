@@ -91,20 +91,17 @@ fn iptables_setup_new(inst: Instance<'_>, f: Family, addrs: &[IpNet]) -> bool {
         && let Some(changes) = iptables::plan_new_nf(f, inst.net, inst.container_id, addrs)
         && let Ok(mut nf) = NfTables::open()
     {
+        // A node where iptables-nft has not created the nat table yet: created here as it
+        // creates it, in the same transaction. Asked first: a transaction the kernel refuses
+        // for a missing table took it 25 ms here.
+        let changes = match nf.table_exists(f.nf_family(), iptables::TABLE) {
+            Ok(false) => iptables::with_nat_declared(f, changes),
+            _ => changes,
+        };
         match nf.commit(&changes, None) {
             Ok(()) => return true,
             // The chain exists: only the listing can tell what is missing.
             Err(e) if e.is_exists() => return false,
-            // A node where iptables-nft has not created the nat table yet: created here as
-            // it creates it, in the same transaction.
-            Err(_) if nf.table_exists(f.nf_family(), iptables::TABLE).ok() == Some(false) => {
-                if nf
-                    .commit(&iptables::with_nat_declared(f, changes), None)
-                    .is_ok()
-                {
-                    return true;
-                }
-            }
             Err(_) => {}
         }
     }

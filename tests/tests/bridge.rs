@@ -1109,48 +1109,68 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     }
 }
 
-/// A network's first ADD on a node with the nftables masquerade backend and `macspoofchk`
-/// starts no process: both tables, their chains and rules go in over netlink. `nft` here is a stand-in that logs
-/// its calls and fails; the real one then lists what ADD made, and DEL removes it.
-#[test]
-fn nftables_first_add_starts_no_process() {
-    require_root!();
-    let w = World::new("bnfp");
-    let tools = TempDir::new("nftlog");
+/// Stand-in tools for the first-ADD tests: `program`, which logs its calls (its name as
+/// called, then its arguments) to the returned log and fails, and `links` to it; with the
+/// `PATH` that puts them first.
+fn failing_tools(program: &str, links: &[&str]) -> (TempDir, std::path::PathBuf, String) {
+    let tools = TempDir::new("failtools");
     let log = tools.path().join("log");
-    script(
+    let bin = script(
         tools.path(),
-        "nft",
-        &format!("echo \"nft $*\" >>{}\nexit 1\n", log.display()),
+        program,
+        &format!("echo \"${{0##*/}} $*\" >>{}\nexit 1\n", log.display()),
     );
+    for name in links {
+        std::os::unix::fs::symlink(&bin, tools.path().join(name)).unwrap();
+    }
     let path = format!(
         "{}:{}",
         tools.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let conf = w.conf(json!({"ipMasqBackend": "nftables", "macspoofchk": true}));
-    let c = w.node.container("bnfpc");
+    (tools, log, path)
+}
+
+/// Runs `bridge` from the node for container `id` in `c` as a runtime would, with `PATH`
+/// replaced when `path` is given.
+fn run_bridge(
+    w: &World,
+    conf: &Value,
+    (id, c): (&str, &Netns),
+    cmd: &str,
+    path: Option<&str>,
+) -> PluginOutput {
     let netns = c.path().display().to_string();
     let cni_path = w.bin.path().display().to_string();
-    let node_ns = w.node.open();
-    let run = |cmd: &str, path: Option<&str>| {
-        let mut env = vec![
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "nfp"),
-            ("CNI_NETNS", netns.as_str()),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", cni_path.as_str()),
-        ];
-        env.extend(path.map(|p| ("PATH", p)));
-        run_plugin(
-            Some(&node_ns),
-            &cni_testkit::bin("bridge"),
-            &env,
-            &conf.to_string(),
-        )
-    };
+    let mut env = vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", cni_path.as_str()),
+    ];
+    env.extend(path.map(|p| ("PATH", p)));
+    run_plugin(
+        Some(&w.node.open()),
+        &cni_testkit::bin("bridge"),
+        &env,
+        &conf.to_string(),
+    )
+}
+
+/// A network's first ADD on a node with the nftables masquerade backend and `macspoofchk`
+/// starts no process: both tables, their chains and rules go in over netlink. `nft` here is
+/// a stand-in that logs its calls and fails; the real one then lists what ADD made, and DEL
+/// removes it.
+#[test]
+fn nftables_first_add_starts_no_process() {
+    require_root!();
+    let w = World::new("bnfp");
+    let (_tools, log, path) = failing_tools("nft", &[]);
+    let conf = w.conf(json!({"ipMasqBackend": "nftables", "macspoofchk": true}));
+    let c = w.node.container("bnfpc");
     assert!(!w.node.nft_ruleset().contains("cni_plugins_masquerade"));
-    let out = run("ADD", Some(&path));
+    let out = run_bridge(&w, &conf, ("nfp", &c), "ADD", Some(&path));
     assert!(out.ok(), "{out}");
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(calls, "", "ADD ran nft");
@@ -1162,7 +1182,7 @@ fn nftables_first_add_starts_no_process() {
         t.contains("macspoofchk-nfp-eth0") && t.contains("ether saddr"),
         "{t}"
     );
-    let out = run("DEL", None);
+    let out = run_bridge(&w, &conf, ("nfp", &c), "DEL", None);
     assert!(out.ok(), "{out}");
     let t = w.node.nft_ruleset();
     assert!(
@@ -1179,51 +1199,21 @@ fn nftables_first_add_starts_no_process() {
 fn iptables_first_add_starts_no_process() {
     require_root!();
     let w = World::new("bipfp");
-    let tools = TempDir::new("iptlog");
-    let log = tools.path().join("log");
-    let multi = script(
-        tools.path(),
+    let (_tools, log, path) = failing_tools(
         "xtables-nft-multi",
-        &format!("echo \"${{0##*/}} $*\" >>{}\nexit 1\n", log.display()),
-    );
-    for name in [
-        "iptables",
-        "iptables-save",
-        "iptables-restore",
-        "ip6tables",
-        "ip6tables-save",
-        "ip6tables-restore",
-    ] {
-        std::os::unix::fs::symlink(&multi, tools.path().join(name)).unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
+        &[
+            "iptables",
+            "iptables-save",
+            "iptables-restore",
+            "ip6tables",
+            "ip6tables-save",
+            "ip6tables-restore",
+        ],
     );
     let conf = w.conf(json!({}));
     let c = w.node.container("bipfpc");
-    let netns = c.path().display().to_string();
-    let cni_path = w.bin.path().display().to_string();
-    let node_ns = w.node.open();
-    let run = |cmd: &str, path: Option<&str>| {
-        let mut env = vec![
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "ipfp"),
-            ("CNI_NETNS", netns.as_str()),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", cni_path.as_str()),
-        ];
-        env.extend(path.map(|p| ("PATH", p)));
-        run_plugin(
-            Some(&node_ns),
-            &cni_testkit::bin("bridge"),
-            &env,
-            &conf.to_string(),
-        )
-    };
     assert!(!w.node.iptables_save(false).contains("CNI-"));
-    let out = run("ADD", Some(&path));
+    let out = run_bridge(&w, &conf, ("ipfp", &c), "ADD", Some(&path));
     assert!(out.ok(), "{out}");
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(calls, "", "ADD ran the iptables tools");
@@ -1233,7 +1223,7 @@ fn iptables_first_add_starts_no_process() {
         assert!(t.contains("-A POSTROUTING ") && t.contains(&chain), "{t}");
         assert!(t.contains("-j MASQUERADE"), "{t}");
     }
-    let out = run("DEL", None);
+    let out = run_bridge(&w, &conf, ("ipfp", &c), "DEL", None);
     assert!(out.ok(), "{out}");
     for v6 in [false, true] {
         assert!(!w.node.iptables_save(v6).contains(&chain));

@@ -239,20 +239,15 @@ pub fn run(ctx: &mut Ctx) {
         Some(Stats::of(&rd)),
         json!(null),
     );
-    for (case, ours, theirs) in [
-        ("bridge+host-local ADD, macspoofchk", &sa, Some(&ta)),
-        ("bridge+host-local DEL, macspoofchk", &sd, Some(&td)),
-        ("bridge+host-local ADD, nftables masquerade", &na, None),
-        ("bridge+host-local DEL, nftables masquerade", &nd, None),
-    ] {
-        ctx.record(
-            "plugins",
-            case,
-            Stats::of(ours),
-            theirs.map(|t| Stats::of(t)),
-            json!(null),
-        );
-    }
+    record_rows(
+        ctx,
+        &[
+            ("bridge+host-local ADD, macspoofchk", &sa, Some(&ta)),
+            ("bridge+host-local DEL, macspoofchk", &sd, Some(&td)),
+            ("bridge+host-local ADD, nftables masquerade", &na, None),
+            ("bridge+host-local DEL, nftables masquerade", &nd, None),
+        ],
+    );
     ctx.record(
         "plugins",
         "portmap ADD (2 mappings)",
@@ -302,24 +297,35 @@ fn first_adds(ctx: &mut Ctx, refdir: &Path) {
         nb.push(side.bridge_round(i, &nft_spoof).0);
         np.push(side.portmap_round(i, &nft).0);
     }
-    for (case, ours, theirs) in [
-        (
-            "bridge+host-local ADD, a node's first, macspoofchk",
-            &ob,
-            Some(&rb),
-        ),
-        ("portmap ADD (2 mappings), a node's first", &op, Some(&rp)),
-        (
-            "bridge+host-local ADD, a node's first, macspoofchk, nftables masquerade",
-            &nb,
-            None,
-        ),
-        (
-            "portmap ADD (2 mappings), a node's first (nftables)",
-            &np,
-            None,
-        ),
-    ] {
+    record_rows(
+        ctx,
+        &[
+            (
+                "bridge+host-local ADD, a node's first, macspoofchk",
+                &ob,
+                Some(&rb),
+            ),
+            ("portmap ADD (2 mappings), a node's first", &op, Some(&rp)),
+            (
+                "bridge+host-local ADD, a node's first, macspoofchk, nftables masquerade",
+                &nb,
+                None,
+            ),
+            (
+                "portmap ADD (2 mappings), a node's first (nftables)",
+                &np,
+                None,
+            ),
+        ],
+    );
+}
+
+/// A `plugins` row: case, our times, the reference's times (if it has the case).
+type Row<'a> = (&'a str, &'a Vec<Duration>, Option<&'a Vec<Duration>>);
+
+/// Records `plugins` rows.
+fn record_rows(ctx: &mut Ctx, rows: &[Row<'_>]) {
+    for (case, ours, theirs) in rows {
         ctx.record(
             "plugins",
             case,

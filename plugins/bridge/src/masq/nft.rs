@@ -8,9 +8,10 @@
 //! state an ADD needs, an ADD that only adds this attachment's rules ([`rule_changes`]), the
 //! network's first ADD on a node ([`first_add_changes`]), and DEL.
 
+use super::iptables::multicast;
 use cni::gc::Attachment;
-use cni_kernel::firewall::names;
 use cni_kernel::firewall::nft::{NftRule, plain, quote, rules};
+use cni_kernel::firewall::{Family, names};
 use cni_kernel::nftables::{
     CMP_EQ, Change, Expr, HOOK_POSTROUTING, Hook, META_NFPROTO, NfFamily, Rule, Verdict, addr_match,
 };
@@ -130,10 +131,12 @@ pub fn setup_script_with(
     if rewrite_postrouting {
         s.push_str(&format!("flush chain {p} postrouting\n"));
         s.push_str(&format!(
-            "add rule {p} postrouting ip daddr == 224.0.0.0/4  return\n"
+            "add rule {p} postrouting ip daddr == {}  return\n",
+            multicast(Family::V4)
         ));
         s.push_str(&format!(
-            "add rule {p} postrouting ip6 daddr == ff00::/8  return\n"
+            "add rule {p} postrouting ip6 daddr == {}  return\n",
+            multicast(Family::V6)
         ));
         s.push_str(&format!(
             "add rule {p} postrouting goto {CHAIN} comment {}\n",
@@ -243,13 +246,13 @@ pub fn first_add_changes(
         compat: None,
         comment: comment.map(str::to_string),
     };
-    let multicast_returns = |family: NfFamily, net: &str| {
-        let net: IpNet = net.parse().ok()?;
+    let multicast_returns = |family: Family| {
+        let net: IpNet = multicast(family).parse().ok()?;
         let mut e = vec![
             Expr::Meta { key: META_NFPROTO },
             Expr::Cmp {
                 op: CMP_EQ,
-                data: vec![family.code()],
+                data: vec![family.nf_family().code()],
             },
         ];
         e.extend(addr_match(net, true, true));
@@ -259,8 +262,8 @@ pub fn first_add_changes(
         });
         Some(post(e, None))
     };
-    out.push(multicast_returns(NfFamily::Ipv4, "224.0.0.0/4")?);
-    out.push(multicast_returns(NfFamily::Ipv6, "ff00::/8")?);
+    out.push(multicast_returns(Family::V4)?);
+    out.push(multicast_returns(Family::V6)?);
     out.push(post(
         vec![Expr::Immediate {
             verdict: Some(Verdict::Goto(CHAIN.to_string())),

@@ -505,25 +505,35 @@ fn status_with_iptables_nft_asks_nf_tables_and_runs_no_tool() {
     }
 }
 
-/// A network's first ADD on a node with the nftables backend starts no process: the
-/// tables of both families, their chains and rules go in over netlink. `nft` here is a
-/// stand-in that logs its calls and fails; the real one then lists what ADD made.
-#[test]
-fn nftables_first_add_starts_no_process() {
-    need_world!();
-    let mut w = World::new("nfpm", &Opts::new("nftables"));
-    let (_, att) = w.container("nfpm", json!([]));
+/// A network's first ADD on a node with `backend` starts no process: the rules of both
+/// families, and whatever tables and chains they need, go in over netlink. `program` (and
+/// the names in `links`, pointing to it) is a stand-in that logs its calls and fails; the
+/// real tools then list what ADD made (`dnat` gives the translation as each lists it, for an
+/// address and a port), and DEL removes it.
+fn first_add_starts_no_process(
+    prefix: &str,
+    backend: &'static str,
+    (program, links): (&str, &[&str]),
+    dnat: fn(&str, u16) -> String,
+) {
+    let mut w = World::new(prefix, &Opts::new(backend));
+    let (_, att) = w.container(prefix, json!([]));
     let res = w.add(&att);
-    assert!(!w.firewall_state().contains("table ip"));
-    let tools = cni_testkit::TempDir::new("nftlog");
+    let tools = cni_testkit::TempDir::new("toollog");
     let log = tools.path().join("log");
-    let nft = tools.path().join("nft");
+    let bin = tools.path().join(program);
     std::fs::write(
-        &nft,
-        format!("#!/bin/sh\necho \"nft $*\" >>{}\nexit 1\n", log.display()),
+        &bin,
+        format!(
+            "#!/bin/sh\necho \"${{0##*/}} $*\" >>{}\nexit 1\n",
+            log.display()
+        ),
     )
     .unwrap();
-    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for name in links {
+        std::os::unix::fs::symlink(&bin, tools.path().join(name)).unwrap();
+    }
     let path = format!(
         "{}:{}",
         tools.path().display(),
@@ -537,11 +547,13 @@ fn nftables_first_add_starts_no_process() {
     let env = |cmd: &'static str| {
         vec![
             ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "nfpm"),
+            ("CNI_CONTAINERID", prefix),
             ("CNI_NETNS", netns.as_str()),
             ("CNI_IFNAME", "eth0"),
         ]
     };
+    let before = w.firewall_state();
+    assert!(!before.contains("CNI-HOSTPORT") && !before.contains("cni_hostport"));
     let mut add = env("ADD");
     add.push(("PATH", &path));
     let out = w.run_portmap(&add, &conf);
@@ -549,16 +561,50 @@ fn nftables_first_add_starts_no_process() {
     assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
     let (v4, v6) = World::ips(&res);
     let state = w.firewall_state();
-    for dnat in [
-        format!("dnat to {v4}:80"),
-        format!("dnat to [{}]:53", v6.unwrap_or_default()),
+    for want in [
+        dnat(&v4.to_string(), 80),
+        dnat(&format!("[{}]", v6.unwrap_or_default()), 53),
     ] {
-        assert!(state.contains(&dnat), "{dnat}: {state}");
+        assert!(state.contains(&want), "{want}: {state}");
     }
     let out = w.run_portmap(&env("DEL"), &conf);
     assert!(out.ok(), "{out}");
-    assert!(!w.firewall_state().contains("dnat to"));
+    let after = w.firewall_state();
+    assert!(
+        !after.contains("dnat to") && !after.contains("-j DNAT"),
+        "{after}"
+    );
     w.rt.del(&att).unwrap();
+}
+
+#[test]
+fn nftables_first_add_starts_no_process() {
+    need_world!();
+    first_add_starts_no_process("nfpm", "nftables", ("nft", &[]), |ip, port| {
+        format!("dnat to {ip}:{port}")
+    });
+}
+
+/// The same on an `iptables-nft` node (the bridge's masquerade made the `nat` table first):
+/// the stand-ins are named as Debian's alternatives name the tools, so the plugin takes
+/// them for `iptables-nft`.
+#[test]
+fn iptables_first_add_starts_no_process() {
+    need_world!();
+    let links = [
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables",
+        "ip6tables-save",
+        "ip6tables-restore",
+    ];
+    first_add_starts_no_process(
+        "ipfpm",
+        "iptables",
+        ("xtables-nft-multi", &links),
+        |ip, port| format!("-j DNAT --to-destination {ip}:{port}"),
+    );
 }
 
 #[test]

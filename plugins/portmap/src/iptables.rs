@@ -14,7 +14,10 @@
 //! `iptables-nft` hosts the shared chains and rules are verified over netlink (a few µs,
 //! independent of the number of containers), elsewhere by `-C` lines inside the
 //! transaction; the transaction itself only adds, and creates the container's chain with
-//! `-N`, which fails (and aborts everything) if a previous ADD left it. The usual DEL
+//! `-N`, which fails (and aborts everything) if a previous ADD left it. A network's first ADD
+//! on an `iptables-nft` node, where none of the shared chains exist yet, makes them, the
+//! base chains and the container's part in one nf_tables transaction ([`first_changes`]),
+//! as `iptables-restore` would have made them. The usual DEL
 //! ([`del_fast`]) removes the container's rules over netlink in one nf_tables transaction
 //! (`iptables-nft`), or with exact `-D`/`-F`/`-X` lines from the configured mappings.
 
@@ -205,7 +208,7 @@ pub fn entry_rules(conf: &Config, container_id: &str, v6: bool) -> Vec<Vec<Strin
 }
 
 /// What one ADD did to one family, so that it can be undone exactly.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     pub family: Option<Family>,
     /// Shared chains this ADD created.
@@ -295,11 +298,7 @@ pub fn add_transaction(
 /// ADD for one family: one listing, one transaction (retried once from a fresh listing if a
 /// concurrent ADD changed the shared chains in between).
 pub fn add(conf: &Config, container_id: &str, container: IpNet) -> Result<Applied, PortmapError> {
-    let family = if is_v6(&container.addr()) {
-        Family::V6
-    } else {
-        Family::V4
-    };
+    let family = Family::of(&container.addr());
     let tool = Iptables::new(family);
     // Listing and applying are two steps: two ADDs on a node without the shared rules yet
     // would both see them missing and both add them. This path is serialised (it runs on a
@@ -474,11 +473,7 @@ pub fn new_transaction(
 /// `conditionsV4`/`conditionsV6`, say).
 pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Option<Vec<Change>> {
     let a = container_applied(conf, container_id, container);
-    let family = if is_v6(&container.addr()) {
-        Family::V6
-    } else {
-        Family::V4
-    };
+    let family = Family::of(&container.addr());
     let nf = family.nf_family();
     let rule = |c: &str, args: &[String]| -> Option<Change> {
         let (exprs, compat) = xt::encode(args, family)?;
@@ -505,15 +500,122 @@ pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Optio
     Some(out)
 }
 
+/// What a node's `nat` table holds before a network's first ADD there, read over netlink.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatState {
+    /// The table exists.
+    pub table: bool,
+    /// The base chains of it that exist (`PREROUTING`, `OUTPUT`, `POSTROUTING`).
+    pub base: Vec<&'static str>,
+}
+
+/// The base chains the shared rules go into.
+const BASE_CHAINS: [&str; 3] = ["PREROUTING", "OUTPUT", "POSTROUTING"];
+
+/// A first ADD on an `iptables-nft` node where none of the shared chains exist yet, as one
+/// nf_tables transaction (pure): what [`add_transaction`] writes there, in the order
+/// `iptables-restore` creates it (the table if missing; the shared chains; the shared rules,
+/// each base chain created as the first rule goes into it; the container's chain and rules),
+/// so that the kernel holds the very objects and handles. `None` if a rule cannot be encoded.
+pub fn first_changes(
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+    state: &NatState,
+) -> Option<(Vec<Change>, Applied)> {
+    let family = Family::of(&container.addr());
+    let nf = family.nf_family();
+    let mut applied = container_applied(conf, container_id, container);
+    let mut out = Vec::new();
+    if !state.table {
+        out.push(Change::DeclareTable {
+            family: nf,
+            table: TABLE.to_string(),
+            comment: None,
+        });
+    }
+    let (chains, rules) = shared_rules(conf);
+    for c in chains {
+        out.push(Change::AddChain {
+            family: nf,
+            table: TABLE.to_string(),
+            chain: c.to_string(),
+        });
+        applied.created_chains.push(c.to_string());
+    }
+    let mut base = state.base.clone();
+    for r in rules {
+        if !base.contains(&r.chain)
+            && let Some(declare) = xt::nat_base_chain(family, r.chain)
+        {
+            out.push(declare);
+            base.push(r.chain);
+        }
+        let (exprs, compat) = xt::encode(&r.args, family)?;
+        let (table, chain, compat) = (TABLE.to_string(), r.chain.to_string(), Some(compat));
+        out.push(if r.insert_first {
+            Change::PrependRule {
+                family: nf,
+                table,
+                chain,
+                exprs,
+                compat,
+                comment: None,
+            }
+        } else {
+            Change::AppendRule {
+                family: nf,
+                table,
+                chain,
+                exprs,
+                compat,
+                comment: None,
+            }
+        });
+        applied.added_shared.push((r.chain.to_string(), r.args));
+    }
+    out.extend(new_changes(conf, container_id, container)?);
+    Some((out, applied))
+}
+
+/// A network's first ADD on an `iptables-nft` node ([`first_changes`]), over netlink: no
+/// listing, no process. Only where none of the shared chains exist (then none of the shared
+/// rules can: a jump needs its chain), under the listing path's lock. `None` when it did not
+/// apply (nothing changed then): the listing path ([`add`]) runs.
+fn add_first_nf(
+    nf: &mut NfTables,
+    conf: &Config,
+    container_id: &str,
+    container: IpNet,
+) -> Option<Applied> {
+    let family = Family::of(&container.addr());
+    let fam = family.nf_family();
+    let _guard = slow_path_lock().ok()?;
+    let mut state = NatState {
+        table: nf.table_exists(fam, TABLE).ok()?,
+        base: Vec::new(),
+    };
+    if state.table {
+        for c in shared_rules(conf).0 {
+            if nf.chain(fam, TABLE, c).ok()?.is_some() {
+                return None;
+            }
+        }
+        for c in BASE_CHAINS {
+            if nf.chain(fam, TABLE, c).ok()?.is_some() {
+                state.base.push(c);
+            }
+        }
+    }
+    let (changes, applied) = first_changes(conf, container_id, container, &state)?;
+    nf.commit(&changes, None).ok().map(|()| applied)
+}
+
 /// ADD for one family without a listing (see [`new_transaction`]); `None` when it did not
 /// apply (nothing changed then) and the listing path ([`add`]) must run. On `iptables-nft`
 /// hosts whose shared state checks out, the rules go in over netlink (no process).
 pub fn add_fast(conf: &Config, container_id: &str, container: IpNet) -> Option<Applied> {
-    let family = if is_v6(&container.addr()) {
-        Family::V6
-    } else {
-        Family::V4
-    };
+    let family = Family::of(&container.addr());
     let tool = Iptables::new(family);
     if !tool.available() {
         return None;
@@ -521,7 +623,7 @@ pub fn add_fast(conf: &Config, container_id: &str, container: IpNet) -> Option<A
     let assert_shared = if tool.uses_nf_tables() {
         let mut nf = NfTables::open().ok()?;
         if !shared_present_nf(&mut nf, conf, family) {
-            return None;
+            return add_first_nf(&mut nf, conf, container_id, container);
         }
         if let Some(changes) = new_changes(conf, container_id, container) {
             match nf.commit(&changes, None) {
@@ -923,11 +1025,7 @@ pub fn check_listing(
 
 /// CHECK for one container address (one listing).
 pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), PortmapError> {
-    let family = if is_v6(&container.addr()) {
-        Family::V6
-    } else {
-        Family::V4
-    };
+    let family = Family::of(&container.addr());
     let tool = Iptables::new(family);
     let listing = tool
         .save(TABLE)
@@ -1291,6 +1389,87 @@ mod tests {
             vec!["abc".to_string()]
         );
         assert!(attached_ids("test2", &Ruleset::parse(&existing)).is_empty());
+    }
+
+    /// `(kind, chain)` of each change, to read a plan's order.
+    fn kinds(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::DeclareTable { table, .. } => format!("table {table}"),
+                Change::DeclareChain { chain, hook, .. } => {
+                    format!("base {chain} {}", hook.as_ref().map_or(0, |h| h.priority))
+                }
+                Change::AddChain { chain, .. } => format!("-N {chain}"),
+                Change::AppendRule { chain, .. } => format!("-A {chain}"),
+                Change::PrependRule { chain, .. } => format!("-I {chain} 1"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_add_plan_in_iptables_restore_order() {
+        let nc = NetConf::parse(
+            br#"{"name":"test","type":"portmap","cniVersion":"1.0.0",
+            "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}}"#,
+        )
+        .unwrap();
+        let c = Config::parse(&nc, || crate::config::Backend::Iptables).unwrap();
+        let ip: IpNet = "10.0.0.2/24".parse().unwrap();
+        let dn = dnat_chain("test", "abc");
+        let (plan, applied) = first_changes(&c, "abc", ip, &NatState::default()).unwrap();
+        let mut want: Vec<String> = [
+            "table nat",
+            "-N CNI-HOSTPORT-SETMARK",
+            "-N CNI-HOSTPORT-MASQ",
+            "-N CNI-HOSTPORT-DNAT",
+            "-A CNI-HOSTPORT-SETMARK",
+            "-A CNI-HOSTPORT-MASQ",
+            "base POSTROUTING 100",
+            "-I POSTROUTING 1",
+            "base PREROUTING -100",
+            "-A PREROUTING",
+            "base OUTPUT -100",
+            "-A OUTPUT",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        want.push(format!("-N {dn}"));
+        want.extend(std::iter::repeat_n(format!("-A {dn}"), 3));
+        want.push("-A CNI-HOSTPORT-DNAT".to_string());
+        assert_eq!(kinds(&plan), want);
+        // What the listing path records for the same node, for the rollback.
+        let (_, listed) = add_transaction(&c, "abc", ip, &Ruleset::parse(EMPTY));
+        assert_eq!(applied, listed);
+
+        // A table with its base chains: nothing of them is declared again.
+        let state = NatState {
+            table: true,
+            base: vec!["PREROUTING", "OUTPUT", "POSTROUTING"],
+        };
+        let (plan, _) = first_changes(&c, "abc", ip, &state).unwrap();
+        let k = kinds(&plan);
+        assert!(
+            k.iter()
+                .all(|k| !k.starts_with("table") && !k.starts_with("base"))
+        );
+        assert_eq!(k.len(), want.len() - 4);
+        // Only the DNAT chain and its entries without SNAT.
+        let nc = NetConf::parse(
+            br#"{"name":"test","type":"portmap","cniVersion":"1.0.0","snat":false,
+            "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}}"#,
+        )
+        .unwrap();
+        let nosnat = Config::parse(&nc, || crate::config::Backend::Iptables).unwrap();
+        let (plan, _) = first_changes(&nosnat, "abc", ip, &state).unwrap();
+        assert_eq!(
+            kinds(&plan)[..3],
+            ["-N CNI-HOSTPORT-DNAT", "-A PREROUTING", "-A OUTPUT"]
+        );
+        // Conditions (iptables arguments of the operator's own) are not encoded.
+        assert!(first_changes(&upstream(""), "abc", ip, &NatState::default()).is_none());
     }
 
     fn nf_rule(chain: &str, handle: u64, exprs: Vec<Expr>) -> Rule {

@@ -508,6 +508,16 @@ pub enum Change {
         /// The `nft` comment (userdata), as `nft ... comment "..."` writes it.
         comment: Option<String>,
     },
+    /// Put a rule at the head of a chain (`iptables -I <chain> 1`); as [`Change::AppendRule`]
+    /// otherwise.
+    PrependRule {
+        family: NfFamily,
+        table: String,
+        chain: String,
+        exprs: Vec<Expr>,
+        compat: Option<(u32, u32)>,
+        comment: Option<String>,
+    },
 }
 
 fn put_data(b: &mut Builder, ty: u16, value: &[u8]) {
@@ -927,6 +937,14 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             exprs,
             compat,
             comment,
+        }
+        | Change::PrependRule {
+            family,
+            table,
+            chain,
+            exprs,
+            compat,
+            comment,
         } => {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
@@ -944,7 +962,10 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             if let Some(c) = comment.as_deref().and_then(udata_of_comment) {
                 b.attr(NFTA_RULE_USERDATA, &c);
             }
-            (msg_type(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
+            // Without NLM_F_APPEND (and without a position) the kernel puts the rule first.
+            let append = matches!(c, Change::AppendRule { .. });
+            let flags = NLM_F_CREATE | if append { NLM_F_APPEND } else { 0 };
+            (msg_type(NFT_MSG_NEWRULE), flags)
         }
     }
 }

@@ -63,6 +63,15 @@ fn cases(f: Family) -> Vec<(&'static str, &'static str)> {
                 "CNI-HOSTPORT-DNAT",
                 r#"-m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport -p udp --destination-ports 5353 -j CNI-DN-aaa"#,
             ),
+            (
+                "CNI-HOSTPORT-SETMARK",
+                r#"-m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000"#,
+            ),
+            (
+                "CNI-HOSTPORT-MASQ",
+                "-m mark --mark 0x2000/0x2000 -j MASQUERADE",
+            ),
+            ("CNI-aaa", "-m addrtype --dst-type LOCAL -j CNI-X"),
         ],
         Family::V6 => vec![
             (
@@ -93,11 +102,27 @@ fn cases(f: Family) -> Vec<(&'static str, &'static str)> {
                 "CNI-HOSTPORT-DNAT",
                 r#"-m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport -p tcp --destination-ports 8080 -j CNI-DN-aaa"#,
             ),
+            (
+                "CNI-HOSTPORT-SETMARK",
+                r#"-m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x4000/0x4000"#,
+            ),
+            (
+                "CNI-HOSTPORT-MASQ",
+                "-m mark --mark 0x4000/0x4000 -j MASQUERADE",
+            ),
+            ("CNI-aaa", "-m addrtype --dst-type LOCAL -j CNI-X"),
         ],
     }
 }
 
-const CHAINS: [&str; 4] = ["CNI-X", "CNI-aaa", "CNI-DN-aaa", "CNI-HOSTPORT-DNAT"];
+const CHAINS: [&str; 6] = [
+    "CNI-X",
+    "CNI-aaa",
+    "CNI-DN-aaa",
+    "CNI-HOSTPORT-DNAT",
+    "CNI-HOSTPORT-SETMARK",
+    "CNI-HOSTPORT-MASQ",
+];
 
 fn base() -> Restore {
     let mut tx = Restore::new("nat");
@@ -162,7 +187,7 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
                 })
                 .unwrap();
         }
-        for chain in ["CNI-aaa", "POSTROUTING", "CNI-DN-aaa", "CNI-HOSTPORT-DNAT"] {
+        for chain in CHAINS.iter().skip(1).chain(&["POSTROUTING"]) {
             let dump = |ns: &NetNs| {
                 ns.run(|| {
                     NfTables::open()

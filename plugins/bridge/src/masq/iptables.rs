@@ -11,7 +11,7 @@ use cni::gc::{Attachment, has_container};
 use cni_kernel::firewall::Family;
 use cni_kernel::firewall::iptables::{Restore, Ruleset, SavedRule, argv};
 use cni_kernel::firewall::{names, xt};
-use cni_kernel::nftables::{ChainInfo, Change, HOOK_POSTROUTING, Hook, NETWORK_HEADER, Rule};
+use cni_kernel::nftables::{ChainInfo, Change, NETWORK_HEADER, Rule};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -242,25 +242,14 @@ pub fn plan_new_nf(
 /// it when the first rule needs it (type nat, hook postrouting, priority 100, x_tables'
 /// `NF_IP_PRI_NAT_SRC`), then the rules; the same objects in the same order.
 pub fn with_nat_declared(family: Family, plan: Vec<Change>) -> Vec<Change> {
-    let nf = family.nf_family();
     let mut out = vec![Change::DeclareTable {
-        family: nf,
+        family: family.nf_family(),
         table: TABLE.to_string(),
         comment: None,
     }];
     let mut plan = plan.into_iter();
     out.extend(plan.next());
-    out.push(Change::DeclareChain {
-        family: nf,
-        table: TABLE.to_string(),
-        chain: POSTROUTING.to_string(),
-        hook: Some(Hook {
-            kind: "nat",
-            num: HOOK_POSTROUTING,
-            priority: 100,
-        }),
-        comment: None,
-    });
+    out.extend(xt::nat_base_chain(family, POSTROUTING));
     out.extend(plan);
     out
 }

@@ -4,9 +4,10 @@
 //! administrator's) see the very same rules as if `iptables-restore` had added them.
 //!
 //! Supported: `-p tcp|udp`, `-s`/`-d` with an optional `!` before `-d`, `--dport`,
-//! `-m comment --comment`, `-m multiport --destination-ports` (≤ 15 ports), and the targets
-//! `ACCEPT`, `DROP`, `RETURN`, `MASQUERADE`, `DNAT --to-destination ip:port` and jumps to
-//! chains. Anything else (a user's extra conditions, other extensions) makes [`encode`]
+//! `-m comment --comment`, `-m multiport --destination-ports` (≤ 15 ports), `-m addrtype
+//! --dst-type LOCAL`, `-m mark --mark value/mask`, and the targets `ACCEPT`, `DROP`,
+//! `RETURN`, `MASQUERADE`, `DNAT --to-destination ip:port`, `MARK --set-xmark value/mask` and
+//! jumps to chains. Anything else (a user's extra conditions, other extensions) makes [`encode`]
 //! return `None`, and the caller uses `iptables-restore`.
 //!
 //! The encodings (checked against `iptables-nft` 1.8.9 by the kernel crate's tests, which
@@ -17,21 +18,25 @@
 //!   `bitwise` mask + `cmp` when the prefix is not byte-aligned; `/0` matches nothing;
 //! * `--dport`: `payload` of the transport header's bytes 2..4 + `cmp` (the native form of
 //!   the implicit `-m tcp`/`-m udp`);
-//! * `comment`, `multiport`, `MASQUERADE`, `DNAT`: `nft_compat` matches and targets with the
-//!   x_tables structures (`xt_comment_info`, `xt_multiport_v1`,
-//!   `nf_nat_ipv4_multi_range_compat` / `nf_nat_range`, `nf_nat_range2`);
+//! * `-m mark`: `meta mark` + `bitwise` mask + `cmp` (native too);
+//! * `comment`, `multiport`, `addrtype`, `MASQUERADE`, `DNAT`, `MARK`: `nft_compat` matches
+//!   and targets with the x_tables structures (`xt_comment_info`, `xt_multiport_v1`,
+//!   `xt_addrtype_info_v1`, `nf_nat_ipv4_multi_range_compat` / `nf_nat_range`,
+//!   `nf_nat_range2`, `xt_mark_tginfo2`);
 //! * every rule gets a `counter` before its verdict or target.
 
 use super::Family;
 use crate::nftables::{
-    CMP_EQ, CMP_NEQ, Expr, META_L4PROTO, NAT_PROTO_SPECIFIED, TRANSPORT_HEADER, Verdict,
-    prefix_match,
+    CMP_EQ, CMP_NEQ, Change, Expr, HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING, Hook,
+    META_L4PROTO, META_MARK, NAT_PROTO_SPECIFIED, TRANSPORT_HEADER, Verdict, prefix_match,
 };
 use ipnet::IpNet;
 use std::net::IpAddr;
 
 const XT_MULTIPORT_DESTINATION: u8 = 1;
 const NF_NAT_RANGE_MAP_IPS: u32 = 1;
+/// `XT_ADDRTYPE_LOCAL` (`1 << RTN_LOCAL`).
+const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
 
 /// What a rule does at its end.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +44,8 @@ enum Target {
     Verdict(Verdict),
     Masquerade,
     Dnat(IpAddr, u16),
+    /// `MARK --set-xmark value/mask`.
+    SetMark(u32, u32),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -56,6 +63,24 @@ enum Match {
     Dport(u16),
     Comment(String),
     Multiport(Vec<u16>),
+    /// `-m addrtype --dst-type LOCAL`.
+    DstLocal,
+    /// `-m mark --mark value/mask`.
+    Mark(u32, u32),
+}
+
+/// `value/mask` as iptables reads a mark (`strtoul` with base 0: hex with `0x`, else
+/// decimal); only the form with an explicit mask other than all ones, which is encoded with a
+/// `bitwise` (the reference always writes one).
+fn parse_mark(s: &str) -> Option<(u32, u32)> {
+    let num = |x: &str| match x.strip_prefix("0x").or_else(|| x.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16).ok(),
+        None if x.starts_with('0') && x.len() > 1 => None,
+        None => x.parse().ok(),
+    };
+    let (v, m) = s.split_once('/')?;
+    let (v, m) = (num(v)?, num(m)?);
+    (m != u32::MAX).then_some((v, m))
 }
 
 fn parse_net(s: &str, family: Family) -> Option<IpNet> {
@@ -132,14 +157,21 @@ fn parse(args: &[String], family: Family) -> Option<Parsed> {
             }
             "-m" => {
                 let m = next(&mut i)?.as_str();
-                if m != "comment" && m != "multiport" {
+                let known = ["comment", "multiport", "addrtype", "mark"];
+                loaded.push(known.into_iter().find(|k| *k == m)?);
+            }
+            "--dst-type" => {
+                if !loaded.contains(&"addrtype") || next(&mut i)? != "LOCAL" {
                     return None;
                 }
-                loaded.push(if m == "comment" {
-                    "comment"
-                } else {
-                    "multiport"
-                });
+                p.matches.push(Match::DstLocal);
+            }
+            "--mark" => {
+                if !loaded.contains(&"mark") {
+                    return None;
+                }
+                let (v, m) = parse_mark(next(&mut i)?)?;
+                p.matches.push(Match::Mark(v, m));
             }
             "--comment" => {
                 if !loaded.contains(&"comment") {
@@ -177,6 +209,14 @@ fn parse(args: &[String], family: Family) -> Option<Parsed> {
                         i += 1;
                         let (ip, port) = parse_to(next(&mut i)?, family)?;
                         Target::Dnat(ip, port)
+                    }
+                    "MARK" => {
+                        if args.get(i + 1).map(String::as_str) != Some("--set-xmark") {
+                            return None;
+                        }
+                        i += 1;
+                        let (v, m) = parse_mark(next(&mut i)?)?;
+                        Target::SetMark(v, m)
                     }
                     // An all-capitals name is an x_tables target extension (MARK, SNAT, LOG...)
                     // we do not encode; anything else is a chain.
@@ -227,6 +267,30 @@ fn nat_range2(ip: IpAddr, port: u16) -> Vec<u8> {
     info.extend_from_slice(&[0, 0]);
     info.resize(48, 0);
     info
+}
+
+/// The base chain `chain` of the `nat` table as `iptables-nft` creates it when a rule first
+/// goes into it (type nat, x_tables' hook and priority: `NF_IP_PRI_NAT_DST` -100 before
+/// routing and on output, `NF_IP_PRI_NAT_SRC` 100 after routing), declared so that it is left
+/// as it is if it exists; `None` for any other name.
+pub fn nat_base_chain(family: Family, chain: &str) -> Option<Change> {
+    let (num, priority) = match chain {
+        "PREROUTING" => (HOOK_PREROUTING, -100),
+        "OUTPUT" => (HOOK_OUTPUT, -100),
+        "POSTROUTING" => (HOOK_POSTROUTING, 100),
+        _ => return None,
+    };
+    Some(Change::DeclareChain {
+        family: family.nf_family(),
+        table: "nat".to_string(),
+        chain: chain.to_string(),
+        hook: Some(Hook {
+            kind: "nat",
+            num,
+            priority,
+        }),
+        comment: None,
+    })
 }
 
 /// The nf_tables expressions and `NFTA_RULE_COMPAT` of an iptables rule given as argv (the
@@ -286,6 +350,28 @@ pub fn encode(args: &[String], family: Family) -> Option<(Vec<Expr>, (u32, u32))
                     info,
                 });
             }
+            Match::DstLocal => {
+                // xt_addrtype_info_v1: source, dest, flags.
+                let mut info = vec![0, 0];
+                info.extend_from_slice(&XT_ADDRTYPE_LOCAL.to_ne_bytes());
+                info.extend_from_slice(&[0; 4]);
+                out.push(Expr::Match {
+                    name: "addrtype".into(),
+                    rev: 1,
+                    info,
+                });
+            }
+            Match::Mark(value, mask) => {
+                out.push(Expr::Meta { key: META_MARK });
+                out.push(Expr::Bitwise {
+                    mask: mask.to_ne_bytes().to_vec(),
+                    xor: vec![0; 4],
+                });
+                out.push(Expr::Cmp {
+                    op: CMP_EQ,
+                    data: value.to_ne_bytes().to_vec(),
+                });
+            }
         }
     }
     out.push(Expr::Counter);
@@ -316,6 +402,16 @@ pub fn encode(args: &[String], family: Family) -> Option<(Vec<Expr>, (u32, u32))
             rev: 2,
             info: nat_range2(ip, port),
         }),
+        Target::SetMark(value, mask) => {
+            // xt_mark_tginfo2: mark, mask.
+            let mut info = value.to_ne_bytes().to_vec();
+            info.extend_from_slice(&mask.to_ne_bytes());
+            out.push(Expr::Target {
+                name: "MARK".into(),
+                rev: 2,
+                info,
+            });
+        }
     }
     Some((out, (u32::from(p.proto.unwrap_or(0)), 0)))
 }
@@ -373,9 +469,51 @@ mod tests {
             "-j",
             "CNI-DN-x"
         ]));
+        assert!(ok(&[
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "CNI-X"
+        ]));
+        assert!(ok(&["-j", "MARK", "--set-xmark", "0x2000/0x2000"]));
+        assert!(ok(&[
+            "-m",
+            "mark",
+            "--mark",
+            "8192/0x2000",
+            "-j",
+            "MASQUERADE"
+        ]));
         // Outside the subset: the caller uses iptables-restore.
-        assert!(!ok(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", "X"]));
-        assert!(!ok(&["-j", "MARK", "--set-xmark", "0x2000/0x2000"]));
+        assert!(!ok(&[
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "UNICAST",
+            "-j",
+            "CNI-X"
+        ]));
+        assert!(
+            !ok(&["--dst-type", "LOCAL", "-j", "CNI-X"]),
+            "addrtype not loaded"
+        );
+        assert!(!ok(&["-m", "mark", "--mark", "0x2000", "-j", "CNI-X"]));
+        assert!(!ok(&[
+            "-m",
+            "mark",
+            "--mark",
+            "1/0xffffffff",
+            "-j",
+            "CNI-X"
+        ]));
+        assert!(
+            !ok(&["-m", "mark", "--mark", "010/0x10", "-j", "CNI-X"]),
+            "octal"
+        );
+        assert!(!ok(&["-j", "MARK", "--set-mark", "0x2000"]));
+        assert!(!ok(&["-m", "conntrack", "--ctstate", "NEW", "-j", "CNI-X"]));
         assert!(!ok(&["-p", "tcp", "--dport", "80", "-a", "b", "-j", "X"]));
         assert!(!ok(&["!", "-s", "10.0.0.0/8", "-j", "X"]));
         assert!(!ok(&["--dport", "80", "-j", "X"]));

@@ -1039,28 +1039,41 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     );
     std::fs::remove_file(fake.path().join("down")).unwrap();
 
-    // STATUS is 50 when the masquerading backend cannot work (nft unusable here).
+    // With the nftables masquerade, whose ADD goes in over netlink, STATUS asks nf_tables
+    // and looks for `nft` without running it (the stand-in here logs its calls and fails);
+    // it is 50 when the backend cannot work (no `nft` in PATH).
     let tools = TempDir::new("nonft");
-    script(tools.path(), "nft", "exit 1\n");
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
+    let nft_log = tools.path().join("log");
+    script(
+        tools.path(),
+        "nft",
+        &format!("echo \"nft $*\" >>{}\nexit 1\n", nft_log.display()),
     );
     let cni_path = format!("{}:{}", fake.path().display(), w.bin.path().display());
     let conf = json!({"cniVersion": "1.1.0", "name": "gcnet", "type": "bridge",
         "ipMasq": true, "ipMasqBackend": "nftables", "ipam": {"type": "fake-ipam"}});
     let node_ns = w.node.open();
-    let out = run_plugin(
-        Some(&node_ns),
-        &cni_testkit::bin("bridge"),
-        &[
-            ("CNI_COMMAND", "STATUS"),
-            ("CNI_PATH", &cni_path),
-            ("PATH", &path),
-        ],
-        &conf.to_string(),
+    let status = |path: &str| {
+        run_plugin(
+            Some(&node_ns),
+            &cni_testkit::bin("bridge"),
+            &[
+                ("CNI_COMMAND", "STATUS"),
+                ("CNI_PATH", &cni_path),
+                ("PATH", path),
+            ],
+            &conf.to_string(),
+        )
+    };
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
     );
+    let out = status(&path);
+    assert!(out.ok(), "{out}");
+    assert_eq!(std::fs::read_to_string(&nft_log).unwrap_or_default(), "");
+    let out = status("/nonexistent");
     assert_eq!(out.error_code(), Some(50), "{out}");
     assert!(out.error_msg().contains("nftables"), "{out}");
 

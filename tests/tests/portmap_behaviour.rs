@@ -467,6 +467,43 @@ fn status_reports_an_unusable_backend() {
     }
 }
 
+/// STATUS of the nftables backend says whether ADD can work: its rules go in over netlink,
+/// so it asks nf_tables and looks for `nft` without running it; only conditions (nft text
+/// of the operator's own, which ADD hands to `nft`) make it run `nft`. The stand-in here
+/// logs its calls and fails.
+#[test]
+fn status_with_nftables_runs_nft_only_for_conditions() {
+    need_world!();
+    let w = World::new("statusnft", &Opts::new("nftables"));
+    let tools = cni_testkit::TempDir::new("nft");
+    let log = tools.path().join("log");
+    let bin = tools.path().join("nft");
+    std::fs::write(
+        &bin,
+        format!("#!/bin/sh\necho \"nft $*\" >>{}\nexit 1\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut conf = w.portmap_conf(None, &Value::Null);
+    conf["cniVersion"] = json!("1.1.0");
+    conf["backend"] = json!("nftables");
+    let out = w.run_portmap(&[("CNI_COMMAND", "STATUS"), ("PATH", &path)], &conf);
+    assert!(out.ok(), "{out}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    conf["conditionsV4"] = json!(["ip", "saddr", "192.0.2.0/24"]);
+    let out = w.run_portmap(&[("CNI_COMMAND", "STATUS"), ("PATH", &path)], &conf);
+    assert_eq!(out.error_code(), Some(50), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "nft list tables\n"
+    );
+}
+
 #[test]
 fn status_with_iptables_nft_asks_nf_tables_and_runs_no_tool() {
     need_world!();

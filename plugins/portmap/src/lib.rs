@@ -295,12 +295,23 @@ fn status(req: &Request) -> Result<(), PortmapError> {
             })
         }
         Backend::Nftables => {
-            if nft::usable() {
-                Ok(())
-            } else {
+            // ADD runs nft for conditions (nft text of the operator's own); the rest goes in
+            // over netlink.
+            let with_conditions = [false, true]
+                .iter()
+                .any(|v6| !conf.conditions(*v6).is_empty());
+            if with_conditions && !nft::usable() {
                 Err(PortmapError::Unavailable(
                     "nftables backend is not usable: nft cannot list tables".into(),
                 ))
+            } else if !nft::ready() {
+                Err(PortmapError::Unavailable(
+                    "nftables backend is not usable: nft not found in PATH, or nf_tables does \
+                     not answer"
+                        .into(),
+                ))
+            } else {
+                Ok(())
             }
         }
     }

@@ -586,8 +586,9 @@ pub fn usable(backend: Option<Backend>) -> Result<(), BridgeError> {
     let ipt = || Iptables::new(Family::V4).usable();
     let ok = match backend {
         Some(Backend::Iptables) => ipt(),
-        Some(Backend::Nftables) => nft_tool::usable(),
-        None => ipt() || nft_tool::usable(),
+        // Its ADD goes in over netlink (no process), with nft for a table it did not write.
+        Some(Backend::Nftables) => nft_tool::ready(),
+        None => ipt() || nft_tool::ready(),
     };
     if ok {
         Ok(())

@@ -23,6 +23,13 @@ pub fn usable() -> bool {
     available() && run(&["list", "tables"], None).is_ok()
 }
 
+/// `nft` is installed and nf_tables answers in this namespace, without starting a process:
+/// what an ADD needs whose rules go in over netlink, with `nft` for what is not encoded.
+/// STATUS asks this every few seconds under containerd, where [`usable`] would run `nft`.
+pub fn ready() -> bool {
+    available() && crate::nftables::answers()
+}
+
 fn run(args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
     super::run_tool("nft", args, stdin)
 }

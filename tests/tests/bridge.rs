@@ -10,7 +10,10 @@ mod bridge_support;
 
 use bridge_support::*;
 use cni_kernel::firewall::names;
-use cni_testkit::{Attachment, Netns, PluginOutput, TempDir, require_root, run_plugin};
+use cni_testkit::{
+    Attachment, IPTABLES_TOOLS, LoggingTools, Netns, PluginOutput, TempDir, require_root,
+    run_plugin,
+};
 use serde_json::{Value, json};
 
 fn add_ok(rt: &cni_testkit::Runtime, att: &Attachment) -> Value {
@@ -1042,13 +1045,7 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     // With the nftables masquerade, whose ADD goes in over netlink, STATUS asks nf_tables
     // and looks for `nft` without running it (the stand-in here logs its calls and fails);
     // it is 50 when the backend cannot work (no `nft` in PATH).
-    let tools = TempDir::new("nonft");
-    let nft_log = tools.path().join("log");
-    script(
-        tools.path(),
-        "nft",
-        &format!("echo \"nft $*\" >>{}\nexit 1\n", nft_log.display()),
-    );
+    let tools = LoggingTools::new("nft", &[], 1);
     let cni_path = format!("{}:{}", fake.path().display(), w.bin.path().display());
     let conf = json!({"cniVersion": "1.1.0", "name": "gcnet", "type": "bridge",
         "ipMasq": true, "ipMasqBackend": "nftables", "ipam": {"type": "fake-ipam"}});
@@ -1065,14 +1062,9 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
             &conf.to_string(),
         )
     };
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = status(&path);
+    let out = status(&tools.path());
     assert!(out.ok(), "{out}");
-    assert_eq!(std::fs::read_to_string(&nft_log).unwrap_or_default(), "");
+    assert_eq!(tools.calls(), "");
     let out = status("/nonexistent");
     assert_eq!(out.error_code(), Some(50), "{out}");
     assert!(out.error_msg().contains("nftables"), "{out}");
@@ -1083,33 +1075,19 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     let conf = json!({"cniVersion": "1.1.0", "name": "gcnet", "type": "bridge",
         "ipMasq": true, "ipMasqBackend": "iptables", "ipam": {"type": "fake-ipam"}});
     for (multi, runs) in [("xtables-nft-multi", false), ("xtables-legacy-multi", true)] {
-        let tools = TempDir::new("ipt");
-        let log = tools.path().join("log");
-        script(
-            tools.path(),
-            multi,
-            &format!("echo \"${{0##*/}} $*\" >>{}\n", log.display()),
-        );
-        for name in ["iptables", "iptables-restore"] {
-            std::os::unix::fs::symlink(tools.path().join(multi), tools.path().join(name)).unwrap();
-        }
-        let path = format!(
-            "{}:{}",
-            tools.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let tools = LoggingTools::new(multi, &["iptables", "iptables-restore"], 0);
         let out = run_plugin(
             Some(&node_ns),
             &cni_testkit::bin("bridge"),
             &[
                 ("CNI_COMMAND", "STATUS"),
                 ("CNI_PATH", &cni_path),
-                ("PATH", &path),
+                ("PATH", &tools.path()),
             ],
             &conf.to_string(),
         );
         assert!(out.ok(), "{multi}: {out}");
-        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        let calls = tools.calls();
         assert_eq!(
             calls.contains("iptables -w 10 -t filter -S INPUT 1"),
             runs,
@@ -1120,28 +1098,6 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     for (i, a) in atts.iter().enumerate().skip(2) {
         nets[i % 2].del(a).unwrap();
     }
-}
-
-/// Stand-in tools for the first-ADD tests: `program`, which logs its calls (its name as
-/// called, then its arguments) to the returned log and fails, and `links` to it; with the
-/// `PATH` that puts them first.
-fn failing_tools(program: &str, links: &[&str]) -> (TempDir, std::path::PathBuf, String) {
-    let tools = TempDir::new("failtools");
-    let log = tools.path().join("log");
-    let bin = script(
-        tools.path(),
-        program,
-        &format!("echo \"${{0##*/}} $*\" >>{}\nexit 1\n", log.display()),
-    );
-    for name in links {
-        std::os::unix::fs::symlink(&bin, tools.path().join(name)).unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    (tools, log, path)
 }
 
 /// Runs `bridge` from the node for container `id` in `c` as a runtime would, with `PATH`
@@ -1179,14 +1135,13 @@ fn run_bridge(
 fn nftables_first_add_starts_no_process() {
     require_root!();
     let w = World::new("bnfp");
-    let (_tools, log, path) = failing_tools("nft", &[]);
+    let tools = LoggingTools::new("nft", &[], 1);
     let conf = w.conf(json!({"ipMasqBackend": "nftables", "macspoofchk": true}));
     let c = w.node.container("bnfpc");
     assert!(!w.node.nft_ruleset().contains("cni_plugins_masquerade"));
-    let out = run_bridge(&w, &conf, ("nfp", &c), "ADD", Some(&path));
+    let out = run_bridge(&w, &conf, ("nfp", &c), "ADD", Some(&tools.path()));
     assert!(out.ok(), "{out}");
-    let calls = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(calls, "", "ADD ran nft");
+    assert_eq!(tools.calls(), "", "ADD ran nft");
     let t = w.node.nft_ruleset();
     let comment = names::nft_masq_comment("mynet", "eth0", "nfp");
     assert_eq!(t.matches(comment.as_str()).count(), 2, "{t}");
@@ -1212,24 +1167,13 @@ fn nftables_first_add_starts_no_process() {
 fn iptables_first_add_starts_no_process() {
     require_root!();
     let w = World::new("bipfp");
-    let (_tools, log, path) = failing_tools(
-        "xtables-nft-multi",
-        &[
-            "iptables",
-            "iptables-save",
-            "iptables-restore",
-            "ip6tables",
-            "ip6tables-save",
-            "ip6tables-restore",
-        ],
-    );
+    let tools = LoggingTools::new("xtables-nft-multi", &IPTABLES_TOOLS, 1);
     let conf = w.conf(json!({}));
     let c = w.node.container("bipfpc");
     assert!(!w.node.iptables_save(false).contains("CNI-"));
-    let out = run_bridge(&w, &conf, ("ipfp", &c), "ADD", Some(&path));
+    let out = run_bridge(&w, &conf, ("ipfp", &c), "ADD", Some(&tools.path()));
     assert!(out.ok(), "{out}");
-    let calls = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(calls, "", "ADD ran the iptables tools");
+    assert_eq!(tools.calls(), "", "ADD ran the iptables tools");
     let chain = names::chain_name("mynet", "ipfp");
     for v6 in [false, true] {
         let t = w.node.iptables_save(v6);

@@ -6,7 +6,7 @@
 
 mod portmap_support;
 
-use cni_testkit::require_root;
+use cni_testkit::{IPTABLES_TOOLS, LoggingTools, require_root};
 use portmap_support::*;
 use serde_json::{Value, json};
 
@@ -475,33 +475,18 @@ fn status_reports_an_unusable_backend() {
 fn status_with_nftables_runs_nft_only_for_conditions() {
     need_world!();
     let w = World::new("statusnft", &Opts::new("nftables"));
-    let tools = cni_testkit::TempDir::new("nft");
-    let log = tools.path().join("log");
-    let bin = tools.path().join("nft");
-    std::fs::write(
-        &bin,
-        format!("#!/bin/sh\necho \"nft $*\" >>{}\nexit 1\n", log.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let tools = LoggingTools::new("nft", &[], 1);
+    let path = tools.path();
     let mut conf = w.portmap_conf(None, &Value::Null);
     conf["cniVersion"] = json!("1.1.0");
     conf["backend"] = json!("nftables");
     let out = w.run_portmap(&[("CNI_COMMAND", "STATUS"), ("PATH", &path)], &conf);
     assert!(out.ok(), "{out}");
-    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    assert_eq!(tools.calls(), "");
     conf["conditionsV4"] = json!(["ip", "saddr", "192.0.2.0/24"]);
     let out = w.run_portmap(&[("CNI_COMMAND", "STATUS"), ("PATH", &path)], &conf);
     assert_eq!(out.error_code(), Some(50), "{out}");
-    assert_eq!(
-        std::fs::read_to_string(&log).unwrap_or_default(),
-        "nft list tables\n"
-    );
+    assert_eq!(tools.calls(), "nft list tables\n");
 }
 
 #[test]
@@ -513,27 +498,11 @@ fn status_with_iptables_nft_asks_nf_tables_and_runs_no_tool() {
     // Stand-ins named as Debian's alternatives name the two kinds of tools log their calls:
     // iptables-nft's rules are nf_tables rules, asked over netlink; others run `iptables`.
     for (multi, runs) in [("xtables-nft-multi", false), ("xtables-legacy-multi", true)] {
-        let tools = cni_testkit::TempDir::new("ipt");
-        let log = tools.path().join("log");
-        let bin = tools.path().join(multi);
-        std::fs::write(
-            &bin,
-            format!("#!/bin/sh\necho \"${{0##*/}} $*\" >>{}\n", log.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        for name in ["iptables", "iptables-restore"] {
-            std::os::unix::fs::symlink(&bin, tools.path().join(name)).unwrap();
-        }
-        let path = format!(
-            "{}:{}",
-            tools.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let tools = LoggingTools::new(multi, &["iptables", "iptables-restore"], 0);
+        let path = tools.path();
         let out = w.run_portmap(&[("CNI_COMMAND", "STATUS"), ("PATH", &path)], &conf);
         assert!(out.ok(), "{multi}: {out}");
-        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        let calls = tools.calls();
         assert_eq!(
             calls.contains("iptables -w 10 -t nat -S OUTPUT 1"),
             runs,
@@ -556,26 +525,7 @@ fn first_add_starts_no_process(
     let mut w = World::new(prefix, &Opts::new(backend));
     let (_, att) = w.container(prefix, json!([]));
     let res = w.add(&att);
-    let tools = cni_testkit::TempDir::new("toollog");
-    let log = tools.path().join("log");
-    let bin = tools.path().join(program);
-    std::fs::write(
-        &bin,
-        format!(
-            "#!/bin/sh\necho \"${{0##*/}} $*\" >>{}\nexit 1\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    for name in links {
-        std::os::unix::fs::symlink(&bin, tools.path().join(name)).unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let tools = LoggingTools::new(program, links, 1);
     let conf = w.portmap_conf(
         Some(&res),
         &json!({"portMappings": maps(&[(8080, 80, "tcp"), (5353, 53, "udp")])}),
@@ -591,11 +541,12 @@ fn first_add_starts_no_process(
     };
     let before = w.firewall_state();
     assert!(!before.contains("CNI-HOSTPORT") && !before.contains("cni_hostport"));
+    let path = tools.path();
     let mut add = env("ADD");
     add.push(("PATH", &path));
     let out = w.run_portmap(&add, &conf);
     assert!(out.ok(), "{out}");
-    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    assert_eq!(tools.calls(), "");
     let (v4, v6) = World::ips(&res);
     let state = w.firewall_state();
     for want in [
@@ -628,18 +579,10 @@ fn nftables_first_add_starts_no_process() {
 #[test]
 fn iptables_first_add_starts_no_process() {
     need_world!();
-    let links = [
-        "iptables",
-        "iptables-save",
-        "iptables-restore",
-        "ip6tables",
-        "ip6tables-save",
-        "ip6tables-restore",
-    ];
     first_add_starts_no_process(
         "ipfpm",
         "iptables",
-        ("xtables-nft-multi", &links),
+        ("xtables-nft-multi", &IPTABLES_TOOLS),
         |ip, port| format!("-j DNAT --to-destination {ip}:{port}"),
     );
 }

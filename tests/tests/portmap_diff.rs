@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cni_testkit::{Netns, Node, PluginOutput, require_root, run_plugin};
+use cni_testkit::{
+    IPTABLES_TOOLS, LoggingTools, Netns, Node, PluginOutput, require_root, run_plugin,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -43,19 +45,28 @@ fn conf(extra: Value, id_ip4: &str, id_ip6: Option<&str>) -> Value {
 }
 
 fn run(node: &Node, ctr: &Netns, bin: &Path, cmd: &str, id: &str, stdin: &Value) -> PluginOutput {
+    run_with_path(node, ctr, bin, (cmd, id), stdin, None)
+}
+
+/// [`run`] with `PATH` replaced when `path` is given.
+fn run_with_path(
+    node: &Node,
+    ctr: &Netns,
+    bin: &Path,
+    (cmd, id): (&str, &str),
+    stdin: &Value,
+    path: Option<&str>,
+) -> PluginOutput {
     let netns = ctr.path().display().to_string();
-    run_plugin(
-        Some(&node.open()),
-        bin,
-        &[
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", id),
-            ("CNI_NETNS", &netns),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/usr/lib/cni"),
-        ],
-        &stdin.to_string(),
-    )
+    let mut env = vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", &netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    env.extend(path.map(|p| ("PATH", p)));
+    run_plugin(Some(&node.open()), bin, &env, &stdin.to_string())
 }
 
 fn nat(node: &Node) -> String {
@@ -139,17 +150,32 @@ fn same_rules_as_the_reference_and_each_removes_the_others_state() {
     }
 }
 
+/// Concurrent ADDs on a fresh `iptables-nft` node: each shared rule exists once, every
+/// container's rules are there, and none of them started a process (the first ADD creates
+/// the shared state over netlink under a lock, and the ones that waited for it find it
+/// made). The tools are stand-ins that log their calls and fail. The test holds that lock
+/// while the ADDs start, so that they all find the node fresh and all but one wait.
 #[test]
 fn concurrent_adds_on_a_fresh_node() {
     require_root!();
     let ours = cni_testkit::bin("portmap");
     let node = Node::new("pmconc");
     let ctr = node.container("pmconcc");
+    let tools = LoggingTools::new("xtables-nft-multi", &IPTABLES_TOOLS, 1);
+    let path = tools.path();
     let n = 8;
+    // portmap's lock for a node's first ADD (all namespaces share it).
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open("/run/cni-rs-portmap.lock")
+        .unwrap();
+    lock.lock().unwrap();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
-                let (node, ctr, ours) = (&node, &ctr, &ours);
+                let (node, ctr, ours, path) = (&node, &ctr, &ours, &path);
                 s.spawn(move || {
                     let mut c = conf(
                         json!({}),
@@ -158,13 +184,18 @@ fn concurrent_adds_on_a_fresh_node() {
                     );
                     c["runtimeConfig"]["portMappings"] =
                         json!([{"hostPort": 10000 + i, "containerPort": 80, "protocol": "tcp"}]);
-                    let out = run(node, ctr, ours, "ADD", &format!("conc{i}"), &c);
+                    let id = format!("conc{i}");
+                    let out = run_with_path(node, ctr, ours, ("ADD", &id), &c, Some(path));
                     assert!(out.ok(), "ADD conc{i}: {out}");
                     c
                 })
             })
             .collect();
+        // Bounded: each ADD waits for the lock at most 30 s.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        lock.unlock().unwrap();
         let confs: Vec<Value> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(tools.calls(), "", "ADD ran the iptables tools");
         for (i, c) in confs.iter().enumerate() {
             let out = run(&node, &ctr, &ours, "CHECK", &format!("conc{i}"), c);
             assert!(out.ok(), "CHECK conc{i}: {out}");

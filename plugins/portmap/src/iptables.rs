@@ -623,7 +623,14 @@ pub fn add_fast(conf: &Config, container_id: &str, container: IpNet) -> Option<A
     let assert_shared = if tool.uses_nf_tables() {
         let mut nf = NfTables::open().ok()?;
         if !shared_present_nf(&mut nf, conf, family) {
-            return add_first_nf(&mut nf, conf, container_id, container);
+            if let Some(a) = add_first_nf(&mut nf, conf, container_id, container) {
+                return Some(a);
+            }
+            // Unless a concurrent first ADD made the shared state meanwhile (it held the
+            // lock), only the listing can tell what is missing.
+            if !shared_present_nf(&mut nf, conf, family) {
+                return None;
+            }
         }
         if let Some(changes) = new_changes(conf, container_id, container) {
             match nf.commit(&changes, None) {

@@ -87,6 +87,61 @@ pub fn reference_dir() -> Option<PathBuf> {
     d.join("bridge").is_file().then_some(d)
 }
 
+/// Debian's names for the `iptables` tools of both families, which its alternatives point
+/// to `xtables-nft-multi` or `xtables-legacy-multi`.
+pub const IPTABLES_TOOLS: [&str; 6] = [
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-save",
+    "ip6tables-restore",
+];
+
+/// Stand-ins for firewall tools that log each call (`<name> <args>`, one line each) and
+/// exit with `status`: `program`, and `links` to it (a plugin that resolves `iptables` to
+/// `xtables-nft-multi` takes the stand-ins for `iptables-nft`). Removed on drop.
+pub struct LoggingTools {
+    dir: TempDir,
+}
+
+impl LoggingTools {
+    /// Creates `program` and the `links` in a fresh directory.
+    pub fn new(program: &str, links: &[&str], status: u8) -> LoggingTools {
+        let dir = TempDir::new("tools");
+        let bin = dir.path().join(program);
+        let log = dir.path().join("log");
+        std::fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\necho \"${{0##*/}} $*\" >>{}\nexit {status}\n",
+                log.display()
+            ),
+        )
+        .expect("write stand-in");
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod stand-in");
+        for name in links {
+            std::os::unix::fs::symlink(&bin, dir.path().join(name)).expect("link stand-in");
+        }
+        LoggingTools { dir }
+    }
+
+    /// A `PATH` that finds the stand-ins first, then the caller's `PATH`.
+    pub fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// The calls logged so far, one line each.
+    pub fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
 /// A fresh temporary directory removed on drop.
 pub struct TempDir {
     path: PathBuf,

@@ -27,18 +27,7 @@ fn first_add_over_netlink_equals_iptables_restore() {
             return;
         }
         let addrs: Vec<IpNet> = vec![addr.parse().unwrap()];
-        let save = || {
-            let out = std::process::Command::new(format!("{}-save", ipt.bin()))
-                .args(["-t", TABLE])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let save = || cni_testkit::iptables_save_table(ipt.bin(), TABLE);
         let by_tool = NetNs::new_anonymous().unwrap();
         let by_us = NetNs::new_anonymous().unwrap();
         let tool_state = by_tool

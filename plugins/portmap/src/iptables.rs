@@ -475,17 +475,7 @@ pub fn new_changes(conf: &Config, container_id: &str, container: IpNet) -> Optio
     let a = container_applied(conf, container_id, container);
     let family = Family::of(&container.addr());
     let nf = family.nf_family();
-    let rule = |c: &str, args: &[String]| -> Option<Change> {
-        let (exprs, compat) = xt::encode(args, family)?;
-        Some(Change::AppendRule {
-            family: nf,
-            table: TABLE.to_string(),
-            chain: c.to_string(),
-            exprs,
-            compat: Some(compat),
-            comment: None,
-        })
-    };
+    let rule = |c: &str, args: &[String]| xt::append(family, TABLE, c, args);
     let mut out = vec![Change::AddChain {
         family: nf,
         table: TABLE.to_string(),
@@ -551,26 +541,10 @@ pub fn first_changes(
             out.push(declare);
             base.push(r.chain);
         }
-        let (exprs, compat) = xt::encode(&r.args, family)?;
-        let (table, chain, compat) = (TABLE.to_string(), r.chain.to_string(), Some(compat));
         out.push(if r.insert_first {
-            Change::PrependRule {
-                family: nf,
-                table,
-                chain,
-                exprs,
-                compat,
-                comment: None,
-            }
+            xt::prepend(family, TABLE, r.chain, &r.args)?
         } else {
-            Change::AppendRule {
-                family: nf,
-                table,
-                chain,
-                exprs,
-                compat,
-                comment: None,
-            }
+            xt::append(family, TABLE, r.chain, &r.args)?
         });
         applied.added_shared.push((r.chain.to_string(), r.args));
     }

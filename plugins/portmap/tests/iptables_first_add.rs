@@ -45,16 +45,7 @@ fn before(lines: &[&str]) -> Restore {
 }
 
 fn save(ipt: &Iptables) -> String {
-    let out = std::process::Command::new(format!("{}-save", ipt.bin()))
-        .args(["-t", TABLE])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n")
+    cni_testkit::iptables_save_table(ipt.bin(), TABLE)
 }
 
 #[test]

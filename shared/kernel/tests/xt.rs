@@ -218,16 +218,8 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
 
 /// An `AppendRule` of `rule` (iptables argv) to `chain`, encoded as `iptables-nft` does.
 fn append(f: Family, chain: &str, rule: &str) -> Change {
-    let (exprs, compat) =
-        xt::encode(&split_args(rule), f).unwrap_or_else(|| panic!("not encodable: {rule}"));
-    Change::AppendRule {
-        family: f.nf_family(),
-        table: "nat".into(),
-        chain: chain.into(),
-        exprs,
-        compat: Some(compat),
-        comment: None,
-    }
+    xt::append(f, "nat", chain, &split_args(rule))
+        .unwrap_or_else(|| panic!("not encodable: {rule}"))
 }
 
 #[test]

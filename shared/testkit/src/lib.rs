@@ -87,6 +87,20 @@ pub fn reference_dir() -> Option<PathBuf> {
     d.join("bridge").is_file().then_some(d)
 }
 
+/// What `<tool>-save -t <table>` prints in the calling thread's namespace (`tool` is
+/// `iptables` or `ip6tables`), without its comment lines (which carry the time).
+pub fn iptables_save_table(tool: &str, table: &str) -> String {
+    let out = std::process::Command::new(format!("{tool}-save"))
+        .args(["-t", table])
+        .output()
+        .expect("run iptables-save");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Debian's names for the `iptables` tools of both families, which its alternatives point
 /// to `xtables-nft-multi` or `xtables-legacy-multi`.
 pub const IPTABLES_TOOLS: [&str; 6] = [

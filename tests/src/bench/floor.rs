@@ -230,15 +230,7 @@ fn nf_changes(i: usize, ip: &str) -> Vec<Change> {
                     chain,
                 }
             } else {
-                let (exprs, compat) = xt::encode(&args, Family::V4).expect("encodable");
-                Change::AppendRule {
-                    family: NfFamily::Ipv4,
-                    table: "nat".into(),
-                    chain,
-                    exprs,
-                    compat: Some(compat),
-                    comment: None,
-                }
+                xt::append(Family::V4, "nat", &chain, &args).expect("encodable")
             }
         })
         .collect()

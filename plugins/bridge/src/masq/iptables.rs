@@ -224,15 +224,7 @@ pub fn plan_new_nf(
         chain: names::chain_name(net, container_id),
     }];
     for w in wanted(net, container_id, addrs) {
-        let (exprs, compat) = xt::encode(&w.args, family)?;
-        out.push(Change::AppendRule {
-            family: nf,
-            table: TABLE.to_string(),
-            chain: w.chain,
-            exprs,
-            compat: Some(compat),
-            comment: None,
-        });
+        out.push(xt::append(family, TABLE, &w.chain, &w.args)?);
     }
     Some(out)
 }

@@ -96,13 +96,14 @@ pub fn setup_changes(host_veth: &str, mac: &str, refid: &str) -> Option<Vec<Chan
         table: TABLE.to_string(),
         chain: name.to_string(),
     };
-    let rule = |chain: &str, exprs: Vec<Expr>| Change::AppendRule {
+    let rule = |chain: &str, exprs: Vec<Expr>| Change::AddRule {
         family: NfFamily::Bridge,
         table: TABLE.to_string(),
         chain: chain.to_string(),
         exprs,
         compat: None,
         comment: Some(c.clone()),
+        first: false,
     };
     Some(vec![
         chain(&ic),

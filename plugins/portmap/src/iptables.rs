@@ -1382,8 +1382,10 @@ mod tests {
                     format!("base {chain} {}", hook.as_ref().map_or(0, |h| h.priority))
                 }
                 Change::AddChain { chain, .. } => format!("-N {chain}"),
-                Change::AppendRule { chain, .. } => format!("-A {chain}"),
-                Change::PrependRule { chain, .. } => format!("-I {chain} 1"),
+                Change::AddRule {
+                    chain, first: true, ..
+                } => format!("-I {chain} 1"),
+                Change::AddRule { chain, .. } => format!("-A {chain}"),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -1682,7 +1684,7 @@ mod tests {
                 .unwrap()
                 .into_iter()
                 .filter_map(|c| match c {
-                    Change::AppendRule {
+                    Change::AddRule {
                         chain: ch, exprs, ..
                     } if ch == chain => Some(exprs),
                     _ => None,

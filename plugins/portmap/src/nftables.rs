@@ -399,13 +399,14 @@ pub fn first_add_changes(
             table: table(),
             chain: chain.to_string(),
         };
-        let append = |chain: &str, exprs: Vec<Expr>, comment: Option<&str>| Change::AppendRule {
+        let append = |chain: &str, exprs: Vec<Expr>, comment: Option<&str>| Change::AddRule {
             family,
             table: table(),
             chain: chain.to_string(),
             exprs,
             compat: None,
             comment: comment.map(str::to_string),
+            first: false,
         };
         let jump = |c: &str| Expr::Immediate {
             verdict: Some(Verdict::Jump(c.to_string())),
@@ -446,13 +447,14 @@ fn container_changes(conf: &Config, container_id: &str, container: IpNet) -> Opt
     let family = nf_family(v6);
     let ip = container.addr();
     let host = IpNet::from(ip);
-    let rule = |chain: &str, exprs: Vec<Expr>| Change::AppendRule {
+    let rule = |chain: &str, exprs: Vec<Expr>| Change::AddRule {
         family,
         table: TABLE.to_string(),
         chain: chain.to_string(),
         exprs,
         compat: None,
         comment: Some(cmt.clone()),
+        first: false,
     };
     let mut out = Vec::new();
     for m in conf.mappings.iter().filter(|m| m.applies_to(v6)) {

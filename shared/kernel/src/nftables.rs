@@ -497,9 +497,9 @@ pub enum Change {
         /// The chain's comment (userdata), as `nft add chain ... { comment "..." ; }`.
         comment: Option<String>,
     },
-    /// Append a rule (`iptables -A`): its expressions, and the protocol and inversion
-    /// x_tables extensions are checked against (`NFTA_RULE_COMPAT`).
-    AppendRule {
+    /// Add a rule: its expressions, and the protocol and inversion x_tables extensions are
+    /// checked against (`NFTA_RULE_COMPAT`).
+    AddRule {
         family: NfFamily,
         table: String,
         chain: String,
@@ -507,16 +507,8 @@ pub enum Change {
         compat: Option<(u32, u32)>,
         /// The `nft` comment (userdata), as `nft ... comment "..."` writes it.
         comment: Option<String>,
-    },
-    /// Put a rule at the head of a chain (`iptables -I <chain> 1`); as [`Change::AppendRule`]
-    /// otherwise.
-    PrependRule {
-        family: NfFamily,
-        table: String,
-        chain: String,
-        exprs: Vec<Expr>,
-        compat: Option<(u32, u32)>,
-        comment: Option<String>,
+        /// Put first in the chain (`iptables -I <chain> 1`), not appended (`-A`).
+        first: bool,
     },
 }
 
@@ -930,21 +922,14 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             }
             (msg_type(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
         }
-        Change::AppendRule {
+        Change::AddRule {
             family,
             table,
             chain,
             exprs,
             compat,
             comment,
-        }
-        | Change::PrependRule {
-            family,
-            table,
-            chain,
-            exprs,
-            compat,
-            comment,
+            first,
         } => {
             b.buf.extend_from_slice(&nfgenmsg(family.code(), 0));
             b.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
@@ -963,9 +948,8 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
                 b.attr(NFTA_RULE_USERDATA, &c);
             }
             // Without NLM_F_APPEND (and without a position) the kernel puts the rule first.
-            let append = matches!(c, Change::AppendRule { .. });
-            let flags = NLM_F_CREATE | if append { NLM_F_APPEND } else { 0 };
-            (msg_type(NFT_MSG_NEWRULE), flags)
+            let append = if *first { 0 } else { NLM_F_APPEND };
+            (msg_type(NFT_MSG_NEWRULE), NLM_F_CREATE | append)
         }
     }
 }

@@ -216,7 +216,7 @@ fn encoded_rules_are_the_rules_iptables_nft_makes() {
     }
 }
 
-/// An `AppendRule` of `rule` (iptables argv) to `chain`, encoded as `iptables-nft` does.
+/// An `AddRule` of `rule` (iptables argv) to `chain`, encoded as `iptables-nft` does.
 fn append(f: Family, chain: &str, rule: &str) -> Change {
     xt::append(f, "nat", chain, &split_args(rule))
         .unwrap_or_else(|| panic!("not encodable: {rule}"))

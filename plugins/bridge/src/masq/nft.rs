@@ -186,13 +186,14 @@ pub fn rule_changes(
         exprs.extend(addr_match(IpNet::from(a.addr()), false, true));
         exprs.extend(addr_match(a.trunc(), true, false));
         exprs.push(Expr::Masq);
-        Change::AppendRule {
+        Change::AddRule {
             family: NF_FAMILY,
             table: TABLE.to_string(),
             chain: CHAIN.to_string(),
             exprs,
             compat: None,
             comment: Some(comment.clone()),
+            first: false,
         }
     };
     Some(addrs.iter().map(rule).collect())
@@ -238,13 +239,14 @@ pub fn first_add_changes(
             chain: "postrouting".to_string(),
         },
     ];
-    let post = |exprs: Vec<Expr>, comment: Option<&str>| Change::AppendRule {
+    let post = |exprs: Vec<Expr>, comment: Option<&str>| Change::AddRule {
         family: NF_FAMILY,
         table: table(),
         chain: "postrouting".to_string(),
         exprs,
         compat: None,
         comment: comment.map(str::to_string),
+        first: false,
     };
     let multicast_returns = |family: Family| {
         let net: IpNet = multicast(family).parse().ok()?;

@@ -296,37 +296,25 @@ pub fn nat_base_chain(family: Family, chain: &str) -> Option<Change> {
 /// `-A <chain> <args>` in `table` as one change of a transaction, encoded as [`encode`]
 /// encodes it; `None` if it cannot be.
 pub fn append(family: Family, table: &str, chain: &str, args: &[String]) -> Option<Change> {
+    rule(family, table, chain, args, false)
+}
+
+/// `-I <chain> 1 <args>` (the rule put first) in `table`, as [`append`].
+pub fn prepend(family: Family, table: &str, chain: &str, args: &[String]) -> Option<Change> {
+    rule(family, table, chain, args, true)
+}
+
+fn rule(family: Family, table: &str, chain: &str, args: &[String], first: bool) -> Option<Change> {
     let (exprs, compat) = encode(args, family)?;
-    Some(Change::AppendRule {
+    Some(Change::AddRule {
         family: family.nf_family(),
         table: table.to_string(),
         chain: chain.to_string(),
         exprs,
         compat: Some(compat),
         comment: None,
+        first,
     })
-}
-
-/// `-I <chain> 1 <args>` (the rule put first) in `table`, as [`append`].
-pub fn prepend(family: Family, table: &str, chain: &str, args: &[String]) -> Option<Change> {
-    match append(family, table, chain, args)? {
-        Change::AppendRule {
-            family,
-            table,
-            chain,
-            exprs,
-            compat,
-            comment,
-        } => Some(Change::PrependRule {
-            family,
-            table,
-            chain,
-            exprs,
-            compat,
-            comment,
-        }),
-        _ => None,
-    }
 }
 
 /// The nf_tables expressions and `NFTA_RULE_COMPAT` of an iptables rule given as argv (the

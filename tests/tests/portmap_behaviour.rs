@@ -390,6 +390,9 @@ fn failed_add_leaves_no_rule_behind() {
     }
 }
 
+/// GC removes the rules of the attachments not in the list, of this network only. On an
+/// `iptables-nft` node it reads and removes them over netlink: its GCs run with stand-in
+/// tools that log their calls and fail.
 #[test]
 fn gc_removes_only_stale_attachments() {
     need_world!();
@@ -399,21 +402,24 @@ fn gc_removes_only_stale_attachments() {
         let (_, b) = w.container("gcb", maps(&[(9801, 80, "udp")]));
         w.add(&a);
         w.add(&b);
+        let tools = LoggingTools::new("xtables-nft-multi", &IPTABLES_TOOLS, 1);
+        let path = tools.path();
         let with_cni11 = |w: &World, valid: Option<Value>| {
             let mut conf = w.portmap_conf(None, &Value::Null);
             conf["cniVersion"] = json!("1.1.0");
             if let Some(v) = valid {
                 conf["cni.dev/valid-attachments"] = v;
             }
-            w.run_portmap(
-                &[
-                    ("CNI_COMMAND", "GC"),
-                    ("CNI_CONTAINERID", ""),
-                    ("CNI_NETNS", ""),
-                    ("CNI_IFNAME", ""),
-                ],
-                &conf,
-            )
+            let mut env = vec![
+                ("CNI_COMMAND", "GC"),
+                ("CNI_CONTAINERID", ""),
+                ("CNI_NETNS", ""),
+                ("CNI_IFNAME", ""),
+            ];
+            if backend == "iptables" {
+                env.push(("PATH", &path));
+            }
+            w.run_portmap(&env, &conf)
         };
         // No list: nothing removed.
         let before = w.firewall_state();
@@ -427,6 +433,7 @@ fn gc_removes_only_stale_attachments() {
         assert!(!after.contains("gcb"), "{backend}: {after}");
         assert!(!after.contains("9801"), "{backend}: {after}");
         assert!(after.contains("9800"), "{backend}: {after}");
+        assert_eq!(tools.calls(), "", "{backend}: GC ran the iptables tools");
         w.rt.check(&a)
             .unwrap_or_else(|e| panic!("{backend} CHECK after GC: {e}"));
         // Another network's GC does not touch this network's attachments.

@@ -1026,21 +1026,57 @@ pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), 
 /// Container IDs of this network with entry rules in a listing (from the
 /// `dnat name: "<net>" id: "<id>"` comments). Comments cut at 255 bytes are not attributable.
 pub fn attached_ids(net: &str, listing: &Ruleset) -> Vec<String> {
+    ids_in_comments(
+        net,
+        listing.chain_rules(DNAT_CHAIN).filter_map(|r| r.comment()),
+    )
+}
+
+/// The container IDs of this network named by entry-rule comments (`dnat name: "<net>" id:
+/// "<id>"`), sorted, each once.
+fn ids_in_comments<S: AsRef<str>>(net: &str, comments: impl Iterator<Item = S>) -> Vec<String> {
     let prefix = format!("dnat name: \"{net}\" id: \"");
-    let mut ids: Vec<String> = listing
-        .chain_rules(DNAT_CHAIN)
-        .filter_map(|r| r.comment())
-        .filter_map(|c| c.strip_prefix(&prefix))
-        .filter_map(|rest| rest.strip_suffix('"'))
-        .map(str::to_string)
+    let mut ids: Vec<String> = comments
+        .filter_map(|c| {
+            let id = c.as_ref().strip_prefix(&prefix)?.strip_suffix('"')?;
+            Some(id.to_string())
+        })
         .collect();
     ids.sort();
     ids.dedup();
     ids
 }
 
+/// GC for one family over netlink (`iptables-nft` tools): the attached IDs read from the
+/// comments of `CNI-HOSTPORT-DNAT`'s rules, each stale one removed as DEL removes it
+/// ([`del_nf`]): no listing of the whole table, no process. `None` where nf_tables cannot be
+/// read or changed that way; the listing path then runs (what was removed stays removed).
+fn gc_nf(
+    net: &str,
+    is_valid: &dyn Fn(&str) -> bool,
+    family: Family,
+) -> Option<(Vec<String>, Vec<u16>)> {
+    let fam = family.nf_family();
+    let mut nf = NfTables::open().ok()?;
+    if !nf.table_exists(fam, TABLE).ok()? || nf.chain(fam, TABLE, DNAT_CHAIN).ok()?.is_none() {
+        return Some((Vec::new(), Vec::new()));
+    }
+    let entries = nf.rules(fam, TABLE, Some(DNAT_CHAIN)).ok()?;
+    let stale: Vec<String> = ids_in_comments(net, entries.iter().filter_map(Rule::xt_comment))
+        .into_iter()
+        .filter(|id| !is_valid(id))
+        .collect();
+    let mut ports = Vec::new();
+    for id in &stale {
+        let removed = del_nf(&mut nf, net, id, family)?;
+        ports.extend(removed.udp_ports);
+    }
+    Some((stale, ports))
+}
+
 /// GC for one family: removes the per-container state of every container of this network
-/// whose entry rules carry an ID not in `valid`. Returns the removed IDs and UDP ports.
+/// whose entry rules carry an ID not in `valid`, over netlink on `iptables-nft` hosts
+/// ([`gc_nf`]), else from one listing. Returns the removed IDs and UDP ports.
 pub fn gc(
     net: &str,
     is_valid: &dyn Fn(&str) -> bool,
@@ -1049,6 +1085,11 @@ pub fn gc(
     let tool = Iptables::new(family);
     if !tool.available() {
         return Ok((Vec::new(), Vec::new()));
+    }
+    if tool.uses_nf_tables()
+        && let Some(done) = gc_nf(net, is_valid, family)
+    {
+        return Ok(done);
     }
     let listing = match tool.save(TABLE) {
         Ok(l) => l,

@@ -14,7 +14,7 @@
 use crate::error::BridgeError;
 use cni_kernel::firewall::nft as nft_tool;
 use cni_kernel::firewall::nft::{chains, plain, quote, rules};
-use cni_kernel::nftables::{CMP_EQ, Change, Expr, Hook, NfFamily, NfTables, Verdict};
+use cni_kernel::nftables::{CMP_EQ, Change, Expr, Hook, NfFamily, NfTables, Rule, Verdict};
 use serde_json::Value;
 
 const FAMILY: &str = "bridge";
@@ -280,16 +280,23 @@ fn raw_rules<'a>(listing: &'a Value, chain: &'a str) -> impl Iterator<Item = &'a
 /// GC: the attachments (`ref_id`s) whose host veth no longer exists. Chains carry no network
 /// name, so only sets whose interface is gone are touched (safe for any network).
 pub fn stale_ref_ids(listing: &Value, link_exists: impl Fn(&str) -> bool) -> Vec<String> {
+    let rules =
+        raw_rules(listing, BASE).map(|r| (r.get("comment").and_then(Value::as_str), iifname_of(r)));
+    stale_of(rules, link_exists)
+}
+
+/// The `ref_id`s of `PREROUTING` rules, given as (comment, input interface), whose interface
+/// no longer exists; each once.
+fn stale_of<C: AsRef<str>>(
+    rules: impl Iterator<Item = (Option<C>, Option<String>)>,
+    link_exists: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for r in raw_rules(listing, BASE) {
-        let Some(refid) = r
-            .get("comment")
-            .and_then(Value::as_str)
-            .and_then(|c| c.strip_prefix(COMMENT_PREFIX))
-        else {
+    for (comment, ifname) in rules {
+        let (Some(comment), Some(ifname)) = (comment, ifname) else {
             continue;
         };
-        let Some(ifname) = iifname_of(r) else {
+        let Some(refid) = comment.as_ref().strip_prefix(COMMENT_PREFIX) else {
             continue;
         };
         if !link_exists(&ifname) && !out.iter().any(|o| o == refid) {
@@ -297,6 +304,32 @@ pub fn stale_ref_ids(listing: &Value, link_exists: impl Fn(&str) -> bool) -> Vec
         }
     }
     out
+}
+
+/// [`gc`] over netlink: the `PREROUTING` rules read from nf_tables, each stale set removed
+/// as DEL removes it ([`teardown_changes`]); no process. `None` where nf_tables cannot be
+/// read or changed that way (the `nft` listing then runs).
+fn gc_nf(link_exists: &impl Fn(&str) -> bool) -> Option<Vec<String>> {
+    let mut nf = NfTables::open().ok()?;
+    let fam = NfFamily::Bridge;
+    if !nf.table_exists(fam, TABLE).ok()? {
+        return Some(Vec::new());
+    }
+    let rules = nf.rules(fam, TABLE, Some(BASE)).ok()?;
+    let iifname = |r: &Rule| {
+        let name = r.meta_eq(META_IIFNAME)?;
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        String::from_utf8(name[..end].to_vec()).ok()
+    };
+    let stale = stale_of(
+        rules.iter().map(|r| (r.comment.as_deref(), iifname(r))),
+        link_exists,
+    );
+    for refid in &stale {
+        let changes = teardown_changes(&mut nf, refid)?;
+        nf.commit(&changes, None).ok()?;
+    }
+    Some(stale)
 }
 
 /// Verifies the rules of one attachment in a listing of `bridge nat`.
@@ -370,6 +403,9 @@ pub fn teardown(refid: &str) -> Result<(), BridgeError> {
 
 /// GC: removes the rule sets whose host veth is gone.
 pub fn gc(link_exists: impl Fn(&str) -> bool) -> Result<Vec<String>, BridgeError> {
+    if let Some(stale) = gc_nf(&link_exists) {
+        return Ok(stale);
+    }
     if !nft_tool::available() {
         return Ok(Vec::new());
     }

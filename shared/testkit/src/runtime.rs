@@ -131,6 +131,8 @@ pub struct Runtime {
     pub conflist: Value,
     /// `CNI_PATH` directories.
     pub cni_path: Vec<PathBuf>,
+    /// The `PATH` the plugins run with; the caller's when `None`.
+    pub path: Option<String>,
     cache: Mutex<HashMap<(String, String), Value>>,
 }
 
@@ -156,6 +158,7 @@ impl Runtime {
             node: node.map(|n| n.open()),
             conflist,
             cni_path,
+            path: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -223,19 +226,16 @@ impl Runtime {
             .collect::<Vec<_>>()
             .join(":");
         let bin = self.find(plugin["type"].as_str().unwrap_or_default());
-        run_plugin(
-            self.node.as_ref(),
-            &bin,
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &att.container_id),
-                ("CNI_NETNS", &att.netns),
-                ("CNI_IFNAME", &att.ifname),
-                ("CNI_ARGS", &att.cni_args),
-                ("CNI_PATH", &path),
-            ],
-            &stdin.to_string(),
-        )
+        let mut env = vec![
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", &att.container_id),
+            ("CNI_NETNS", &att.netns),
+            ("CNI_IFNAME", &att.ifname),
+            ("CNI_ARGS", &att.cni_args),
+            ("CNI_PATH", &path),
+        ];
+        env.extend(self.path.as_deref().map(|p| ("PATH", p)));
+        run_plugin(self.node.as_ref(), &bin, &env, &stdin.to_string())
     }
 
     /// ADD through the whole list; caches and returns the final result.

@@ -401,20 +401,7 @@ pub fn plan_teardown(
 /// The restore transaction that removes the rules of every container of `net` that is not in
 /// `valid` (matched by container ID: the iptables rules carry no ifname).
 pub fn plan_gc(listing: &Ruleset, net: &str, valid: &[Attachment]) -> (Restore, Vec<String>) {
-    let prefix = format!("name: \"{net}\" id: \"");
-    let mut stale: Vec<String> = Vec::new();
-    for r in &listing.rules {
-        let Some(id) = r
-            .comment()
-            .and_then(|c| c.strip_prefix(&prefix))
-            .and_then(|c| c.strip_suffix('"'))
-        else {
-            continue;
-        };
-        if !has_container(valid, id) && !stale.iter().any(|s| s == id) {
-            stale.push(id.to_string());
-        }
-    }
+    let stale = stale_ids(listing.rules.iter().filter_map(|r| r.comment()), net, valid);
     let mut tx = Restore::new(TABLE);
     for id in &stale {
         let chain = names::chain_name(net, id);
@@ -431,6 +418,30 @@ pub fn plan_gc(listing: &Ruleset, net: &str, valid: &[Attachment]) -> (Restore, 
         }
     }
     (tx, stale)
+}
+
+/// The container IDs of `net` named by rule comments (`name: "<net>" id: "<id>"`) that are not
+/// in `valid`, in the order first seen, each once.
+pub fn stale_ids<S: AsRef<str>>(
+    comments: impl Iterator<Item = S>,
+    net: &str,
+    valid: &[Attachment],
+) -> Vec<String> {
+    let prefix = format!("name: \"{net}\" id: \"");
+    let mut stale: Vec<String> = Vec::new();
+    for c in comments {
+        let Some(id) = c
+            .as_ref()
+            .strip_prefix(&prefix)
+            .and_then(|c| c.strip_suffix('"'))
+        else {
+            continue;
+        };
+        if !has_container(valid, id) && !stale.iter().any(|s| s == id) {
+            stale.push(id.to_string());
+        }
+    }
+    stale
 }
 
 /// Verifies that every rule of the attachment is in `listing`; the error names the missing

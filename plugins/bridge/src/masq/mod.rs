@@ -531,6 +531,29 @@ pub fn verify(
     Ok(())
 }
 
+/// The iptables part of [`gc`] for one family over netlink (`iptables-nft` tools): the stale
+/// IDs from the comments of the `nat` table's rules, read in one dump, each removed as DEL
+/// removes it ([`nf_teardown_family`]); no process. The IDs removed; `None` where nf_tables
+/// cannot be read or changed that way (the listing path then runs).
+fn iptables_gc_nf(net: &str, valid: &[Attachment], f: Family) -> Option<Vec<String>> {
+    let mut nf = NfTables::open().ok()?;
+    let fam = f.nf_family();
+    if !nf.table_exists(fam, iptables::TABLE).ok()? {
+        return Some(Vec::new());
+    }
+    let rules = nf.rules(fam, iptables::TABLE, None).ok()?;
+    let stale = iptables::stale_ids(rules.iter().filter_map(|r| r.xt_comment()), net, valid);
+    for id in &stale {
+        let inst = Instance {
+            net,
+            ifname: "",
+            container_id: id,
+        };
+        nf_teardown_family(&mut nf, inst, f, None)?;
+    }
+    Some(stale)
+}
+
 /// GC: removes the masquerade rules of every attachment of `net` not in `valid`, in both
 /// backends (what was removed is noted on stderr).
 pub fn gc(net: &str, valid: &[Attachment]) -> Result<(), BridgeError> {
@@ -538,6 +561,17 @@ pub fn gc(net: &str, valid: &[Attachment]) -> Result<(), BridgeError> {
     for f in [Family::V4, Family::V6] {
         let ipt = Iptables::new(f);
         if !ipt.available() {
+            continue;
+        }
+        if ipt.uses_nf_tables()
+            && let Some(stale) = iptables_gc_nf(net, valid, f)
+        {
+            if !stale.is_empty() {
+                note(&format!(
+                    "GC: removed {} masquerade rules of stale containers {stale:?}",
+                    ipt.bin()
+                ));
+            }
             continue;
         }
         let listing = match ipt.save(iptables::TABLE) {
@@ -562,8 +596,10 @@ pub fn gc(net: &str, valid: &[Attachment]) -> Result<(), BridgeError> {
             )),
         }
     }
-    if nft_tool::available() {
-        match nft_tool::list_table(nft::FAMILY, nft::TABLE) {
+    match nft_gc_nf(net, valid) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => errors.push(e),
+        None if nft_tool::available() => match nft_tool::list_table(nft::FAMILY, nft::TABLE) {
             Ok(None) => {}
             Ok(Some(listing)) => {
                 let script = nft::gc_script(&nft::masq_rules(&listing), net, valid);
@@ -575,9 +611,28 @@ pub fn gc(net: &str, valid: &[Attachment]) -> Result<(), BridgeError> {
                 }
             }
             Err(e) => note(&format!("GC: skipping nftables: {e}")),
-        }
+        },
+        None => {}
     }
     BridgeError::collect(errors)
+}
+
+/// The nftables part of [`gc`] over netlink: nothing to do without the table (an iptables
+/// node), else the stale rules of `masq_checks` deleted in one transaction. `None` where
+/// nf_tables cannot be read that way (the `nft` listing then runs).
+fn nft_gc_nf(net: &str, valid: &[Attachment]) -> Option<Result<(), BridgeError>> {
+    let mut nf = NfTables::open().ok()?;
+    if !nf.table_exists(nft::NF_FAMILY, nft::TABLE).ok()? {
+        return Some(Ok(()));
+    }
+    let checks = nf
+        .rules(nft::NF_FAMILY, nft::TABLE, Some(nft::CHAIN))
+        .ok()?;
+    let changes = nft::gc_changes(&checks, net, valid);
+    Some(
+        nf.commit(&changes, None)
+            .map_err(|e| BridgeError::netlink("GC: failed to remove nftables masquerade rules", e)),
+    )
 }
 
 /// STATUS: can the backend ADD would use work? `None` = the reference's default (either

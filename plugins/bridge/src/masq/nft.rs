@@ -314,19 +314,36 @@ pub fn teardown_script(
     delete_script(existing.iter().filter(|r| r.comment.starts_with(&instance)))
 }
 
-/// The GC transaction: delete the rules of this network whose comment is not one of the valid
+/// Which rule comments GC removes: those of this network that are not one of the valid
 /// attachments' comments (the reference's `gcIPMasqNFTables`).
-pub fn gc_script(existing: &[NftRule], net: &str, valid: &[Attachment]) -> String {
+fn gc_stale(net: &str, valid: &[Attachment]) -> impl Fn(&str) -> bool {
     let net_hash = names::h16(net);
     let keep: Vec<String> = valid
         .iter()
         .map(|a| names::nft_masq_comment(net, &a.ifname, &a.container_id))
         .collect();
-    delete_script(
-        existing
-            .iter()
-            .filter(|r| r.comment.starts_with(&net_hash) && !keep.contains(&r.comment)),
-    )
+    move |c| c.starts_with(&net_hash) && !keep.iter().any(|k| k == c)
+}
+
+/// The GC transaction ([`gc_stale`]) as an `nft` script.
+pub fn gc_script(existing: &[NftRule], net: &str, valid: &[Attachment]) -> String {
+    let stale = gc_stale(net, valid);
+    delete_script(existing.iter().filter(|r| stale(&r.comment)))
+}
+
+/// The GC transaction ([`gc_stale`]) from the netlink listing of `masq_checks`.
+pub fn gc_changes(masq_checks: &[Rule], net: &str, valid: &[Attachment]) -> Vec<Change> {
+    let stale = gc_stale(net, valid);
+    masq_checks
+        .iter()
+        .filter(|r| r.comment.as_deref().is_some_and(&stale))
+        .map(|r| Change::DeleteRule {
+            family: NF_FAMILY,
+            table: TABLE.to_string(),
+            chain: CHAIN.to_string(),
+            handle: r.handle,
+        })
+        .collect()
 }
 
 fn delete_script<'a>(rules: impl Iterator<Item = &'a NftRule>) -> String {

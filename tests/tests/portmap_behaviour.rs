@@ -390,9 +390,9 @@ fn failed_add_leaves_no_rule_behind() {
     }
 }
 
-/// GC removes the rules of the attachments not in the list, of this network only. On an
-/// `iptables-nft` node it reads and removes them over netlink: its GCs run with stand-in
-/// tools that log their calls and fail.
+/// GC removes the rules of the attachments not in the list, of this network only. It reads and
+/// removes them over netlink (the node's iptables are `iptables-nft`): its GCs run with
+/// stand-ins for the tools of the backend that log their calls and fail.
 #[test]
 fn gc_removes_only_stale_attachments() {
     need_world!();
@@ -402,7 +402,11 @@ fn gc_removes_only_stale_attachments() {
         let (_, b) = w.container("gcb", maps(&[(9801, 80, "udp")]));
         w.add(&a);
         w.add(&b);
-        let tools = LoggingTools::new("xtables-nft-multi", &IPTABLES_TOOLS, 1);
+        let tools = if backend == "iptables" {
+            LoggingTools::new("xtables-nft-multi", &IPTABLES_TOOLS, 1)
+        } else {
+            LoggingTools::new("nft", &[], 1)
+        };
         let path = tools.path();
         let with_cni11 = |w: &World, valid: Option<Value>| {
             let mut conf = w.portmap_conf(None, &Value::Null);
@@ -410,15 +414,13 @@ fn gc_removes_only_stale_attachments() {
             if let Some(v) = valid {
                 conf["cni.dev/valid-attachments"] = v;
             }
-            let mut env = vec![
+            let env = [
                 ("CNI_COMMAND", "GC"),
                 ("CNI_CONTAINERID", ""),
                 ("CNI_NETNS", ""),
                 ("CNI_IFNAME", ""),
+                ("PATH", &path),
             ];
-            if backend == "iptables" {
-                env.push(("PATH", &path));
-            }
             w.run_portmap(&env, &conf)
         };
         // No list: nothing removed.
@@ -433,7 +435,7 @@ fn gc_removes_only_stale_attachments() {
         assert!(!after.contains("gcb"), "{backend}: {after}");
         assert!(!after.contains("9801"), "{backend}: {after}");
         assert!(after.contains("9800"), "{backend}: {after}");
-        assert_eq!(tools.calls(), "", "{backend}: GC ran the iptables tools");
+        assert_eq!(tools.calls(), "", "{backend}: GC ran the firewall tools");
         w.rt.check(&a)
             .unwrap_or_else(|e| panic!("{backend} CHECK after GC: {e}"));
         // Another network's GC does not touch this network's attachments.

@@ -965,6 +965,33 @@ pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), 
     }
 }
 
+/// [`gc`] over netlink: the IDs recorded in this network's record chain of each family, each
+/// stale one removed as DEL removes it ([`del_nf`]); no process. `None` where nf_tables cannot
+/// be read or changed that way (the `nft` listing then runs).
+fn gc_nf(net: &str, is_valid: &dyn Fn(&str) -> bool) -> Option<GcRemoved> {
+    let mut nf = NfTables::open().ok()?;
+    let rec = record_chain(net);
+    let mut ids: Vec<String> = Vec::new();
+    for v6 in [false, true] {
+        let fam = nf_family(v6);
+        if !nf.table_exists(fam, TABLE).ok()? || nf.chain(fam, TABLE, &rec).ok()?.is_none() {
+            continue;
+        }
+        let recorded = nf.rules(fam, TABLE, Some(&rec)).ok()?;
+        ids.extend(recorded.into_iter().filter_map(|r| r.comment));
+    }
+    ids.retain(|id| !id.is_empty() && !is_valid(id));
+    ids.sort();
+    ids.dedup();
+    let (mut p4, mut p6) = (Vec::new(), Vec::new());
+    for id in &ids {
+        let (a, b) = del_nf(&mut nf, net, id)?;
+        p4.extend(a);
+        p6.extend(b);
+    }
+    Some((ids, p4, p6))
+}
+
 /// Container IDs recorded for this network in one listing.
 pub fn recorded_ids(net: &str, listing: &Value) -> Vec<String> {
     let rec = record_chain(net);
@@ -984,6 +1011,9 @@ pub type GcRemoved = (Vec<String>, Vec<u16>, Vec<u16>);
 /// GC: for each family, removes the rules of every recorded attachment of this network that
 /// is not valid. Returns the removed IDs and the UDP ports per family.
 pub fn gc(net: &str, is_valid: &dyn Fn(&str) -> bool) -> Result<GcRemoved, PortmapError> {
+    if let Some(done) = gc_nf(net, is_valid) {
+        return Ok(done);
+    }
     if !nft::available() {
         return Ok((Vec::new(), Vec::new(), Vec::new()));
     }

@@ -1195,6 +1195,48 @@ fn iptables_first_add_starts_no_process() {
     }
 }
 
+/// CHECK on an `iptables-nft` node finds an intact masquerade over netlink, with no process
+/// (the tools are stand-ins that log their calls and fail), for both families; a chain
+/// holding other rules than ADD wrote is left to the listing, which reports it.
+#[test]
+fn iptables_check_of_an_intact_attachment_starts_no_process() {
+    require_root!();
+    let w = World::new("bipchk");
+    let conf = w.conf(json!({}));
+    let c = w.node.container("bipchkc");
+    let out = run_bridge(&w, &conf, ("ipchk", &c), "ADD", None);
+    assert!(out.ok(), "{out}");
+    let mut check = conf.clone();
+    check["prevResult"] = out.json();
+    let mut links = IPTABLES_TOOLS.to_vec();
+    links.push("nft");
+    let tools = LoggingTools::new("xtables-nft-multi", &links, 1);
+    let out = run_bridge(&w, &check, ("ipchk", &c), "CHECK", Some(&tools.path()));
+    assert!(out.ok(), "{out}");
+    assert_eq!(tools.calls(), "", "CHECK ran the firewall tools");
+    // The IPv6 chain's rules replaced by another one: not intact.
+    let chain = names::chain_name("mynet", "ipchk");
+    w.node.exec(&["ip6tables", "-t", "nat", "-F", &chain]);
+    w.node.exec(&[
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        &chain,
+        "-d",
+        "2001:db8:9::/64",
+        "-j",
+        "ACCEPT",
+    ]);
+    let out = run_bridge(&w, &check, ("ipchk", &c), "CHECK", Some(&tools.path()));
+    assert!(!out.ok(), "{out}");
+    assert!(!tools.calls().is_empty(), "the listing is asked");
+    let out = run_bridge(&w, &check, ("ipchk", &c), "CHECK", None);
+    assert!(!out.ok() && out.error_msg().contains("ip6tables"), "{out}");
+    let out = run_bridge(&w, &conf, ("ipchk", &c), "DEL", None);
+    assert!(out.ok(), "{out}");
+}
+
 #[test]
 fn host_local_runs_in_process_only_when_it_is_this_build() {
     require_root!();

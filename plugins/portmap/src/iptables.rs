@@ -1004,10 +1004,54 @@ pub fn check_listing(
     missing
 }
 
+/// CHECK's question answered over netlink (`iptables-nft` tools, no process): the shared state
+/// ([`shared_present_nf`]), and every rule of the container and every entry rule jumping to
+/// its chain, each exactly as ADD writes it ([`new_changes`]). Only a yes counts: anything
+/// missing or written otherwise is left to the listing, which names what is missing.
+fn present_nf(conf: &Config, container_id: &str, container: IpNet) -> bool {
+    let family = Family::of(&container.addr());
+    let fam = family.nf_family();
+    let Ok(mut nf) = NfTables::open() else {
+        return false;
+    };
+    if !shared_present_nf(&mut nf, conf, family) {
+        return false;
+    }
+    if let Some(ext) = &conf.external_set_mark_chain
+        && conf.snat
+        && !nf.chain(fam, TABLE, ext).is_ok_and(|c| c.is_some())
+    {
+        return false;
+    }
+    let chain = dnat_chain(&conf.network, container_id);
+    let (Some(wanted), Ok(Some(info))) = (
+        new_changes(conf, container_id, container),
+        nf.chain(fam, TABLE, &chain),
+    ) else {
+        return false;
+    };
+    let Ok(own) = nf.rules(fam, TABLE, Some(&chain)) else {
+        return false;
+    };
+    let Ok(entries) = nf.jumps_to(fam, TABLE, DNAT_CHAIN, &chain, &info, &own) else {
+        return false;
+    };
+    xt::rules_present(&wanted, |c| {
+        if c == chain {
+            Some(&own)
+        } else {
+            (c == DNAT_CHAIN).then_some(&entries[..])
+        }
+    })
+}
+
 /// CHECK for one container address (one listing).
 pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), PortmapError> {
     let family = Family::of(&container.addr());
     let tool = Iptables::new(family);
+    if tool.uses_nf_tables() && present_nf(conf, container_id, container) {
+        return Ok(());
+    }
     let listing = tool
         .save(TABLE)
         .map_err(fw("could not list table nat", &tool))?;

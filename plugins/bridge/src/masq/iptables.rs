@@ -17,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The table the masquerade rules live in.
 pub const TABLE: &str = "nat";
-const POSTROUTING: &str = "POSTROUTING";
+/// The base chain the attachments' jumps are in.
+pub(crate) const POSTROUTING: &str = "POSTROUTING";
 
 /// Multicast destinations that are never masqueraded.
 pub fn multicast(family: Family) -> &'static str {

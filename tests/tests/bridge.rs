@@ -1195,46 +1195,85 @@ fn iptables_first_add_starts_no_process() {
     }
 }
 
-/// CHECK on an `iptables-nft` node finds an intact masquerade over netlink, with no process
-/// (the tools are stand-ins that log their calls and fail), for both families; a chain
-/// holding other rules than ADD wrote is left to the listing, which reports it.
-#[test]
-fn iptables_check_of_an_intact_attachment_starts_no_process() {
-    require_root!();
-    let w = World::new("bipchk");
-    let conf = w.conf(json!({}));
-    let c = w.node.container("bipchkc");
-    let out = run_bridge(&w, &conf, ("ipchk", &c), "ADD", None);
+/// CHECK (with `macspoofchk` and the masquerade of `extra`'s backend) finds an intact
+/// attachment over netlink, with no process: the iptables tools and `nft` are stand-ins that
+/// log their calls and fail. Once `break_it` has changed the masquerade rules (given the node
+/// and the attachment's iptables chain), the question goes to the listing, and the real
+/// tools report it (`expect` in the message).
+fn check_starts_no_process(
+    prefix: &str,
+    extra: Value,
+    break_it: fn(&cni_testkit::Node, &str),
+    expect: &str,
+) {
+    let w = World::new(prefix);
+    let mut conf = w.conf(extra);
+    conf["macspoofchk"] = json!(true);
+    let c = w.node.container(&format!("{prefix}c"));
+    let id = prefix;
+    let out = run_bridge(&w, &conf, (id, &c), "ADD", None);
     assert!(out.ok(), "{out}");
     let mut check = conf.clone();
     check["prevResult"] = out.json();
     let mut links = IPTABLES_TOOLS.to_vec();
     links.push("nft");
     let tools = LoggingTools::new("xtables-nft-multi", &links, 1);
-    let out = run_bridge(&w, &check, ("ipchk", &c), "CHECK", Some(&tools.path()));
+    let out = run_bridge(&w, &check, (id, &c), "CHECK", Some(&tools.path()));
     assert!(out.ok(), "{out}");
     assert_eq!(tools.calls(), "", "CHECK ran the firewall tools");
-    // The IPv6 chain's rules replaced by another one: not intact.
-    let chain = names::chain_name("mynet", "ipchk");
-    w.node.exec(&["ip6tables", "-t", "nat", "-F", &chain]);
-    w.node.exec(&[
-        "ip6tables",
-        "-t",
-        "nat",
-        "-A",
-        &chain,
-        "-d",
-        "2001:db8:9::/64",
-        "-j",
-        "ACCEPT",
-    ]);
-    let out = run_bridge(&w, &check, ("ipchk", &c), "CHECK", Some(&tools.path()));
+    break_it(&w.node, &names::chain_name("mynet", id));
+    let out = run_bridge(&w, &check, (id, &c), "CHECK", Some(&tools.path()));
     assert!(!out.ok(), "{out}");
     assert!(!tools.calls().is_empty(), "the listing is asked");
-    let out = run_bridge(&w, &check, ("ipchk", &c), "CHECK", None);
-    assert!(!out.ok() && out.error_msg().contains("ip6tables"), "{out}");
-    let out = run_bridge(&w, &conf, ("ipchk", &c), "DEL", None);
+    let out = run_bridge(&w, &check, (id, &c), "CHECK", None);
+    assert!(!out.ok() && out.error_msg().contains(expect), "{out}");
+    let out = run_bridge(&w, &conf, (id, &c), "DEL", None);
     assert!(out.ok(), "{out}");
+}
+
+#[test]
+fn iptables_check_of_an_intact_attachment_starts_no_process() {
+    require_root!();
+    // The IPv6 chain's rules replaced by another one.
+    check_starts_no_process(
+        "bipchk",
+        json!({}),
+        |node, chain| {
+            node.exec(&["ip6tables", "-t", "nat", "-F", chain]);
+            node.exec(&[
+                "ip6tables",
+                "-t",
+                "nat",
+                "-A",
+                chain,
+                "-d",
+                "2001:db8:9::/64",
+                "-j",
+                "ACCEPT",
+            ]);
+        },
+        "ip6tables",
+    );
+}
+
+#[test]
+fn nftables_check_of_an_intact_attachment_starts_no_process() {
+    require_root!();
+    check_starts_no_process(
+        "bnfchk",
+        json!({"ipMasqBackend": "nftables"}),
+        |node, _| {
+            node.exec(&[
+                "nft",
+                "flush",
+                "chain",
+                "inet",
+                "cni_plugins_masquerade",
+                "masq_checks",
+            ]);
+        },
+        "masquerade rule",
+    );
 }
 
 #[test]

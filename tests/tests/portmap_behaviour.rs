@@ -596,26 +596,30 @@ fn iptables_first_add_starts_no_process() {
     );
 }
 
-/// CHECK on an `iptables-nft` node finds an intact attachment over netlink, with no process
-/// (the tools are stand-ins that log their calls and fail); what it cannot find so goes to
-/// the listing, which names what is missing.
-#[test]
-fn iptables_check_of_an_intact_attachment_starts_no_process() {
-    need_world!();
-    let mut w = World::new("ipchk", &Opts::new("iptables"));
-    let (_, att) = w.container("ipchk", json!([]));
+/// CHECK with `backend` finds an intact attachment over netlink, with no process: the
+/// tools are stand-ins (`program`, and `links` to it) that log their calls and fail. Once
+/// `replace` has put another rule in place of one ADD wrote (given the node, the network
+/// and the container ID), the question goes to the listing, and the real tools report it.
+fn check_starts_no_process(
+    prefix: &str,
+    backend: &'static str,
+    (program, links): (&str, &[&str]),
+    replace: fn(&cni_testkit::Node, &str, &str),
+) {
+    let mut w = World::new(prefix, &Opts::new(backend));
+    let (_, att) = w.container(prefix, json!([]));
     let res = w.add(&att);
     let conf = w.portmap_conf(
         Some(&res),
         &json!({"portMappings": maps(&[(8080, 80, "tcp"), (5353, 53, "udp")])}),
     );
-    let tools = LoggingTools::new("xtables-nft-multi", &IPTABLES_TOOLS, 1);
+    let tools = LoggingTools::new(program, links, 1);
     let path = tools.path();
     let netns = att.netns.clone();
     let env = |cmd: &'static str| {
         vec![
             ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "ipchk"),
+            ("CNI_CONTAINERID", prefix),
             ("CNI_NETNS", netns.as_str()),
             ("CNI_IFNAME", "eth0"),
         ]
@@ -625,43 +629,71 @@ fn iptables_check_of_an_intact_attachment_starts_no_process() {
     let mut check = env("CHECK");
     check.push(("PATH", &path));
     let out = w.run_portmap(&check, &conf);
-    assert!(out.ok(), "{out}");
-    assert_eq!(tools.calls(), "", "CHECK ran the iptables tools");
-    // The container's chain holding another rule than ADD wrote: not intact either.
-    let net = conf["name"].as_str().unwrap_or_default();
-    let chain = portmap::iptables::dnat_chain(net, "ipchk");
-    let nat = |args: &[&str]| {
-        let mut argv = vec!["iptables", "-t", "nat"];
-        argv.extend_from_slice(args);
-        w.node.exec(&argv)
-    };
-    let ours = nat(&["-S", &chain]);
-    nat(&["-F", &chain]);
-    nat(&[
-        "-A",
-        &chain,
-        "-p",
-        "tcp",
-        "--dport",
-        "8080",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        "10.99.0.9:80",
-    ]);
+    assert!(out.ok(), "{backend}: {out}");
+    assert_eq!(tools.calls(), "", "{backend}: CHECK ran the firewall tools");
+    replace(&w.node, conf["name"].as_str().unwrap_or_default(), prefix);
     let out = w.run_portmap(&check, &conf);
-    assert!(!out.ok(), "{out}\n{ours}");
-    // Entry rules gone: the listing (the real tools) names them.
-    nat(&["-F", "CNI-HOSTPORT-DNAT"]);
+    assert!(!out.ok(), "{backend}: {out}");
+    assert!(!tools.calls().is_empty(), "{backend}: the listing is asked");
     let out = w.run_portmap(&env("CHECK"), &conf);
-    assert!(!out.ok(), "{out}");
-    assert!(out.error_msg().contains("CNI-HOSTPORT-DNAT"), "{out}");
-    let out = w.run_portmap(&check, &conf);
-    assert!(!out.ok(), "{out}");
-    assert!(tools.calls().contains("iptables-save"), "{}", tools.calls());
+    assert!(
+        !out.ok() && out.error_msg().contains("8080"),
+        "{backend}: {out}"
+    );
     let out = w.run_portmap(&env("DEL"), &conf);
     assert!(out.ok(), "{out}");
     w.rt.del(&att).unwrap();
+}
+
+#[test]
+fn iptables_check_of_an_intact_attachment_starts_no_process() {
+    need_world!();
+    check_starts_no_process(
+        "ipchk",
+        "iptables",
+        ("xtables-nft-multi", &IPTABLES_TOOLS),
+        |node, net, id| {
+            let chain = portmap::iptables::dnat_chain(net, id);
+            node.exec(&["iptables", "-t", "nat", "-F", &chain]);
+            node.exec(&[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                &chain,
+                "-p",
+                "tcp",
+                "--dport",
+                "8080",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                "10.99.0.9:80",
+            ]);
+        },
+    );
+}
+
+#[test]
+fn nftables_check_of_an_intact_attachment_starts_no_process() {
+    need_world!();
+    check_starts_no_process("nfchk", "nftables", ("nft", &[]), |node, _, _| {
+        node.exec(&["nft", "flush", "chain", "ip", "cni_hostport", "hostports"]);
+        node.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "cni_hostport",
+            "hostports",
+            "tcp",
+            "dport",
+            "8080",
+            "dnat",
+            "to",
+            "10.99.0.9:80",
+        ]);
+    });
 }
 
 #[test]

@@ -308,15 +308,11 @@ pub fn check(req: &Request) -> Result<(), BridgeError> {
     let host_veth = check_host_veth(&mut host, &result, &br, &ctr_link, &conf)?;
     check_addresses_and_routes(&mut ctr, &ctr_link, &result)?;
     check_gateway(&mut host, &br, &result, &conf)?;
-    if conf.macspoofchk {
+    let refid = spoofcheck::ref_id(&req.env.container_id, ifname);
+    if conf.macspoofchk && !spoofcheck::present_nf(&host_veth.name, &ctr_link.mac, &refid) {
         let listing = spoofcheck::list()?;
-        spoofcheck::verify(
-            listing.as_ref(),
-            &host_veth.name,
-            &ctr_link.mac,
-            &spoofcheck::ref_id(&req.env.container_id, ifname),
-        )
-        .map_err(fail)?;
+        spoofcheck::verify(listing.as_ref(), &host_veth.name, &ctr_link.mac, &refid)
+            .map_err(fail)?;
     }
     if conf.layer3 && conf.ip_masq {
         let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();

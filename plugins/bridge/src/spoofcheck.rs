@@ -332,6 +332,29 @@ fn gc_nf(link_exists: &impl Fn(&str) -> bool) -> Option<Vec<String>> {
     Some(stale)
 }
 
+/// CHECK's question answered over netlink (no process): every rule [`setup_changes`] writes
+/// for the attachment is in `bridge nat`, as it writes it. Only a yes counts: anything else
+/// is left to the listing ([`verify`]), which names what is wrong.
+pub fn present_nf(host_veth: &str, mac: &str, refid: &str) -> bool {
+    let (Some(wanted), Ok(mut nf)) = (setup_changes(host_veth, mac, refid), NfTables::open())
+    else {
+        return false;
+    };
+    let mut rules: Vec<(String, Vec<Rule>)> = Vec::new();
+    for c in [BASE.to_string(), iface_chain(refid), mac_chain(refid)] {
+        match nf.rules(NfFamily::Bridge, TABLE, Some(&c)) {
+            Ok(r) => rules.push((c, r)),
+            Err(_) => return false,
+        }
+    }
+    cni_kernel::nftables::rules_present(&wanted, |c| {
+        rules
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, r)| r.as_slice())
+    })
+}
+
 /// Verifies the rules of one attachment in a listing of `bridge nat`.
 pub fn verify(
     listing: Option<&Value>,

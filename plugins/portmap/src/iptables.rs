@@ -27,7 +27,8 @@ use cni_kernel::firewall::iptables::{Iptables, Restore, Ruleset, canonical_rule}
 use cni_kernel::firewall::names::{chain_name_with_prefix, dnat_comment};
 use cni_kernel::firewall::{Family, FirewallError, xt};
 use cni_kernel::nftables::{
-    ChainInfo, Change, Expr, META_L4PROTO, META_MARK, NfTables, Rule, TRANSPORT_HEADER, Verdict,
+    self, ChainInfo, Change, Expr, META_L4PROTO, META_MARK, NfTables, Rule, TRANSPORT_HEADER,
+    Verdict,
 };
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -1036,7 +1037,7 @@ fn present_nf(conf: &Config, container_id: &str, container: IpNet) -> bool {
     let Ok(entries) = nf.jumps_to(fam, TABLE, DNAT_CHAIN, &chain, &info, &own) else {
         return false;
     };
-    xt::rules_present(&wanted, |c| {
+    nftables::rules_present(&wanted, |c| {
         if c == chain {
             Some(&own)
         } else {

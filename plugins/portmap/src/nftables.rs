@@ -950,9 +950,45 @@ pub fn check_listing(
     missing
 }
 
+/// CHECK's question answered over netlink (no process): the table complete for this
+/// configuration ([`current`]), and every rule of the container exactly as ADD writes it
+/// ([`rule_changes`]). Only a yes counts: anything else is left to the `nft` listing, which
+/// names what is missing.
+fn present_nf(conf: &Config, container_id: &str, container: IpNet) -> bool {
+    let v6 = is_v6(&container.addr());
+    let fam = nf_family(v6);
+    let Ok(mut nf) = NfTables::open() else {
+        return false;
+    };
+    let cur = current(&mut nf, conf, v6);
+    let Some(wanted) = rule_changes(conf, container_id, container, &cur) else {
+        return false;
+    };
+    let mut rules: Vec<(String, Vec<Rule>)> = Vec::new();
+    for c in RULE_CHAINS
+        .iter()
+        .map(|c| c.to_string())
+        .chain([record_chain(&conf.network)])
+    {
+        match nf.rules(fam, TABLE, Some(&c)) {
+            Ok(r) => rules.push((c, r)),
+            Err(_) => return false,
+        }
+    }
+    cni_kernel::nftables::rules_present(&wanted, |c| {
+        rules
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, r)| r.as_slice())
+    })
+}
+
 /// CHECK for one container address (one listing).
 pub fn check(conf: &Config, container_id: &str, container: IpNet) -> Result<(), PortmapError> {
     let v6 = is_v6(&container.addr());
+    if present_nf(conf, container_id, container) {
+        return Ok(());
+    }
     let listing = list(v6)?;
     let missing = check_listing(conf, container_id, container, listing.as_ref());
     if missing.is_empty() {

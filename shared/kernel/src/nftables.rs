@@ -376,6 +376,8 @@ pub const IPS_DST_NAT: u32 = 0x20;
 pub const NAT_DNAT: u32 = 1;
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`: the `nat` expression sets the port too.
 pub const NAT_PROTO_SPECIFIED: u32 = 2;
+/// `NF_NAT_RANGE_MAP_IPS`: the rule maps addresses.
+pub const NF_NAT_RANGE_MAP_IPS: u32 = 1;
 
 /// `NFT_META_NFPROTO`: the packet's family in an `inet` table (`ip` or `ip6` matches).
 pub const META_NFPROTO: u32 = 15;
@@ -523,6 +525,27 @@ fn be(v: u32) -> [u8; 4] {
 }
 
 impl Expr {
+    /// This expression as the kernel reports it back once added: a `nat` with an address
+    /// register gains `NF_NAT_RANGE_MAP_IPS` (the kernel sets it).
+    fn as_reported(&self) -> Expr {
+        match self {
+            Expr::Nat {
+                nat_type,
+                family,
+                addr_reg,
+                proto_reg,
+                flags,
+            } if *addr_reg != 0 => Expr::Nat {
+                nat_type: *nat_type,
+                family: *family,
+                addr_reg: *addr_reg,
+                proto_reg: *proto_reg,
+                flags: flags | NF_NAT_RANGE_MAP_IPS,
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Appends this expression, as an `NFTA_LIST_ELEM`, the way `iptables-nft` (libnftnl)
     /// encodes it: loads go to register 1, verdicts to the verdict register, counters start
     /// at zero. `Other` cannot be encoded and is skipped (callers never build one).
@@ -952,6 +975,34 @@ fn encode_change(c: &Change, b: &mut Builder) -> (u16, u16) {
             (msg_type(NFT_MSG_NEWRULE), NLM_F_CREATE | append)
         }
     }
+}
+
+/// Every rule `changes` adds is among the rules `rules_of` gives for its chain, with the same
+/// expressions as the kernel reports them (counters aside) and, where the change has one, the
+/// same comment: CHECK's question for rules ADD wrote with these changes (`rules_of` gives
+/// `None` for a chain it did not read: not present).
+pub fn rules_present<'a>(
+    changes: &[Change],
+    rules_of: impl Fn(&str) -> Option<&'a [Rule]>,
+) -> bool {
+    changes.iter().all(|c| match c {
+        Change::AddRule {
+            chain,
+            exprs,
+            comment,
+            ..
+        } => rules_of(chain).is_some_and(|rules| {
+            let wanted: Vec<Expr> = exprs
+                .iter()
+                .filter(|e| !matches!(e, Expr::Counter))
+                .map(Expr::as_reported)
+                .collect();
+            rules.iter().any(|r| {
+                (comment.is_none() || r.comment == *comment) && r.significant().eq(wanted.iter())
+            })
+        }),
+        _ => true,
+    })
 }
 
 /// nf_tables answers in the calling thread's namespace: a socket opens and the ruleset

@@ -25,8 +25,8 @@ use crate::config::Backend;
 use crate::error::BridgeError;
 use cni::gc::Attachment;
 use cni_kernel::firewall::iptables::{Iptables, Ruleset};
-use cni_kernel::firewall::{Family, names, nft as nft_tool, xt};
-use cni_kernel::nftables::{Change, NfTables};
+use cni_kernel::firewall::{Family, names, nft as nft_tool};
+use cni_kernel::nftables::{self, Change, NfTables};
 use ipnet::IpNet;
 
 /// The attachment whose rules are handled.
@@ -529,7 +529,7 @@ fn iptables_present_nf(inst: Instance<'_>, addrs: &[IpNet]) -> bool {
         ) else {
             return false;
         };
-        xt::rules_present(&wanted, |c| {
+        nftables::rules_present(&wanted, |c| {
             if c == chain {
                 Some(&own)
             } else {
@@ -537,6 +537,24 @@ fn iptables_present_nf(inst: Instance<'_>, addrs: &[IpNet]) -> bool {
             }
         })
     })
+}
+
+/// CHECK's question for the nftables backend answered over netlink (no process): the
+/// masquerade table's `postrouting` as ADD writes it, and every rule of the attachment in
+/// `masq_checks` ([`nft::rule_changes`]). Only a yes counts, as for iptables.
+fn nft_present_nf(inst: Instance<'_>, addrs: &[IpNet]) -> bool {
+    let Ok(mut nf) = NfTables::open() else {
+        return false;
+    };
+    let (Some(wanted), Ok(post), Ok(checks)) = (
+        nft::rule_changes(inst.net, inst.ifname, inst.container_id, addrs),
+        nf.rules(nft::NF_FAMILY, nft::TABLE, Some("postrouting")),
+        nf.rules(nft::NF_FAMILY, nft::TABLE, Some(nft::CHAIN)),
+    ) else {
+        return false;
+    };
+    nft::postrouting_is_current(&post)
+        && nftables::rules_present(&wanted, |c| (c == nft::CHAIN).then_some(&checks[..]))
 }
 
 pub fn verify(
@@ -553,6 +571,9 @@ pub fn verify(
         None => !(Iptables::new(Family::V4).available() && save(Family::V4).is_ok()),
     };
     let fail = |m: String| BridgeError::System(m);
+    if use_nft && nft_present_nf(inst, addrs) {
+        return Ok(());
+    }
     if use_nft {
         let listing = nft_tool::list_table(nft::FAMILY, nft::TABLE)
             .map_err(|e| BridgeError::firewall("failed to list nftables masquerade table", e))?;

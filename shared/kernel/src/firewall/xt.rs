@@ -28,13 +28,13 @@
 use super::Family;
 use crate::nftables::{
     CMP_EQ, CMP_NEQ, Change, Expr, HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING, Hook,
-    META_L4PROTO, META_MARK, NAT_PROTO_SPECIFIED, Rule, TRANSPORT_HEADER, Verdict, prefix_match,
+    META_L4PROTO, META_MARK, NAT_PROTO_SPECIFIED, NF_NAT_RANGE_MAP_IPS, TRANSPORT_HEADER, Verdict,
+    prefix_match,
 };
 use ipnet::IpNet;
 use std::net::IpAddr;
 
 const XT_MULTIPORT_DESTINATION: u8 = 1;
-const NF_NAT_RANGE_MAP_IPS: u32 = 1;
 /// `XT_ADDRTYPE_LOCAL` (`1 << RTN_LOCAL`).
 const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
 
@@ -302,24 +302,6 @@ pub fn append(family: Family, table: &str, chain: &str, args: &[String]) -> Opti
 /// `-I <chain> 1 <args>` (the rule put first) in `table`, as [`append`].
 pub fn prepend(family: Family, table: &str, chain: &str, args: &[String]) -> Option<Change> {
     rule(family, table, chain, args, true)
-}
-
-/// Every rule `changes` adds is among the rules `rules_of` gives for its chain, with the same
-/// expressions, counters aside: CHECK's question for rules ADD wrote with these changes
-/// (`rules_of` gives `None` for a chain it did not read: not present).
-pub fn rules_present<'a>(
-    changes: &[Change],
-    rules_of: impl Fn(&str) -> Option<&'a [Rule]>,
-) -> bool {
-    changes.iter().all(|c| match c {
-        Change::AddRule { chain, exprs, .. } => rules_of(chain).is_some_and(|rules| {
-            rules.iter().any(|r| {
-                r.significant()
-                    .eq(exprs.iter().filter(|e| !matches!(e, Expr::Counter)))
-            })
-        }),
-        _ => true,
-    })
 }
 
 fn rule(family: Family, table: &str, chain: &str, args: &[String], first: bool) -> Option<Change> {

@@ -340,19 +340,7 @@ pub fn present_nf(host_veth: &str, mac: &str, refid: &str) -> bool {
     else {
         return false;
     };
-    let mut rules: Vec<(String, Vec<Rule>)> = Vec::new();
-    for c in [BASE.to_string(), iface_chain(refid), mac_chain(refid)] {
-        match nf.rules(NfFamily::Bridge, TABLE, Some(&c)) {
-            Ok(r) => rules.push((c, r)),
-            Err(_) => return false,
-        }
-    }
-    cni_kernel::nftables::rules_present(&wanted, |c| {
-        rules
-            .iter()
-            .find(|(n, _)| n == c)
-            .map(|(_, r)| r.as_slice())
-    })
+    nf.holds(NfFamily::Bridge, TABLE, &wanted)
 }
 
 /// Verifies the rules of one attachment in a listing of `bridge nat`.

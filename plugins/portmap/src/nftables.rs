@@ -964,23 +964,7 @@ fn present_nf(conf: &Config, container_id: &str, container: IpNet) -> bool {
     let Some(wanted) = rule_changes(conf, container_id, container, &cur) else {
         return false;
     };
-    let mut rules: Vec<(String, Vec<Rule>)> = Vec::new();
-    for c in RULE_CHAINS
-        .iter()
-        .map(|c| c.to_string())
-        .chain([record_chain(&conf.network)])
-    {
-        match nf.rules(fam, TABLE, Some(&c)) {
-            Ok(r) => rules.push((c, r)),
-            Err(_) => return false,
-        }
-    }
-    cni_kernel::nftables::rules_present(&wanted, |c| {
-        rules
-            .iter()
-            .find(|(n, _)| n == c)
-            .map(|(_, r)| r.as_slice())
-    })
+    nf.holds(fam, TABLE, &wanted)
 }
 
 /// CHECK for one container address (one listing).

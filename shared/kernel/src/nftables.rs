@@ -528,22 +528,15 @@ impl Expr {
     /// This expression as the kernel reports it back once added: a `nat` with an address
     /// register gains `NF_NAT_RANGE_MAP_IPS` (the kernel sets it).
     fn as_reported(&self) -> Expr {
-        match self {
-            Expr::Nat {
-                nat_type,
-                family,
-                addr_reg,
-                proto_reg,
-                flags,
-            } if *addr_reg != 0 => Expr::Nat {
-                nat_type: *nat_type,
-                family: *family,
-                addr_reg: *addr_reg,
-                proto_reg: *proto_reg,
-                flags: flags | NF_NAT_RANGE_MAP_IPS,
-            },
-            other => other.clone(),
+        let mut e = self.clone();
+        if let Expr::Nat {
+            addr_reg, flags, ..
+        } = &mut e
+            && *addr_reg != 0
+        {
+            *flags |= NF_NAT_RANGE_MAP_IPS;
         }
+        e
     }
 
     /// Appends this expression, as an `NFTA_LIST_ELEM`, the way `iptables-nft` (libnftnl)
@@ -1164,6 +1157,28 @@ impl NfTables {
         let mut rules = self.rules(family, table, Some(entry))?;
         rules.retain(|r| r.jump_target() == Some(chain));
         Ok(rules)
+    }
+
+    /// Every rule `changes` adds is in `table` as [`rules_present`] compares them, the rules
+    /// of each chain concerned read once. False if they cannot be read.
+    pub fn holds(&mut self, family: NfFamily, table: &str, changes: &[Change]) -> bool {
+        let mut rules: Vec<(&str, Vec<Rule>)> = Vec::new();
+        for c in changes {
+            if let Change::AddRule { chain, .. } = c
+                && !rules.iter().any(|(n, _)| n == chain)
+            {
+                match self.rules(family, table, Some(chain)) {
+                    Ok(r) => rules.push((chain, r)),
+                    Err(_) => return false,
+                }
+            }
+        }
+        rules_present(changes, |c| {
+            rules
+                .iter()
+                .find(|(n, _)| *n == c)
+                .map(|(_, r)| r.as_slice())
+        })
     }
 
     /// The rules of one chain (or of the whole table with `chain = None`), in order. An

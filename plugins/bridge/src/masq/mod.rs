@@ -546,15 +546,13 @@ fn nft_present_nf(inst: Instance<'_>, addrs: &[IpNet]) -> bool {
     let Ok(mut nf) = NfTables::open() else {
         return false;
     };
-    let (Some(wanted), Ok(post), Ok(checks)) = (
+    let (Some(wanted), Ok(post)) = (
         nft::rule_changes(inst.net, inst.ifname, inst.container_id, addrs),
         nf.rules(nft::NF_FAMILY, nft::TABLE, Some("postrouting")),
-        nf.rules(nft::NF_FAMILY, nft::TABLE, Some(nft::CHAIN)),
     ) else {
         return false;
     };
-    nft::postrouting_is_current(&post)
-        && nftables::rules_present(&wanted, |c| (c == nft::CHAIN).then_some(&checks[..]))
+    nft::postrouting_is_current(&post) && nf.holds(nft::NF_FAMILY, nft::TABLE, &wanted)
 }
 
 pub fn verify(

@@ -286,13 +286,14 @@ pub fn teardown_changes(
     container_id: &str,
 ) -> Vec<Change> {
     let instance = names::nft_masq_prefix(net, ifname, container_id);
+    deletions(masq_checks, |c| c.starts_with(&instance))
+}
+
+/// Deletions of the rules of `masq_checks` whose comment `matches`.
+fn deletions(masq_checks: &[Rule], matches: impl Fn(&str) -> bool) -> Vec<Change> {
     masq_checks
         .iter()
-        .filter(|r| {
-            r.comment
-                .as_deref()
-                .is_some_and(|c| c.starts_with(&instance))
-        })
+        .filter(|r| r.comment.as_deref().is_some_and(&matches))
         .map(|r| Change::DeleteRule {
             family: NF_FAMILY,
             table: TABLE.to_string(),
@@ -333,17 +334,7 @@ pub fn gc_script(existing: &[NftRule], net: &str, valid: &[Attachment]) -> Strin
 
 /// The GC transaction ([`gc_stale`]) from the netlink listing of `masq_checks`.
 pub fn gc_changes(masq_checks: &[Rule], net: &str, valid: &[Attachment]) -> Vec<Change> {
-    let stale = gc_stale(net, valid);
-    masq_checks
-        .iter()
-        .filter(|r| r.comment.as_deref().is_some_and(&stale))
-        .map(|r| Change::DeleteRule {
-            family: NF_FAMILY,
-            table: TABLE.to_string(),
-            chain: CHAIN.to_string(),
-            handle: r.handle,
-        })
-        .collect()
+    deletions(masq_checks, gc_stale(net, valid))
 }
 
 fn delete_script<'a>(rules: impl Iterator<Item = &'a NftRule>) -> String {

@@ -664,16 +664,7 @@ fn check_fails_after_each_kind_of_tampering() {
         Tamper {
             name: "nftables masquerade rule removed",
             extra: json!({"ipMasqBackend": "nftables"}),
-            action: |w, _, _| {
-                w.node.exec(&[
-                    "nft",
-                    "flush",
-                    "chain",
-                    "inet",
-                    "cni_plugins_masquerade",
-                    "masq_checks",
-                ]);
-            },
+            action: |w, _, _| flush_masq_checks(&w.node),
             expect: "nftables masquerade rule",
         },
         Tamper {
@@ -1262,18 +1253,21 @@ fn nftables_check_of_an_intact_attachment_starts_no_process() {
     check_starts_no_process(
         "bnfchk",
         json!({"ipMasqBackend": "nftables"}),
-        |node, _| {
-            node.exec(&[
-                "nft",
-                "flush",
-                "chain",
-                "inet",
-                "cni_plugins_masquerade",
-                "masq_checks",
-            ]);
-        },
+        |node, _| flush_masq_checks(node),
         "masquerade rule",
     );
+}
+
+/// Removes every rule of the nftables masquerade (as an administrator's `nft` would).
+fn flush_masq_checks(node: &cni_testkit::Node) {
+    node.exec(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        "cni_plugins_masquerade",
+        "masq_checks",
+    ]);
 }
 
 #[test]

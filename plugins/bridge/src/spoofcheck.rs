@@ -316,11 +316,7 @@ fn gc_nf(link_exists: &impl Fn(&str) -> bool) -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     let rules = nf.rules(fam, TABLE, Some(BASE)).ok()?;
-    let iifname = |r: &Rule| {
-        let name = r.meta_eq(META_IIFNAME)?;
-        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        String::from_utf8(name[..end].to_vec()).ok()
-    };
+    let iifname = |r: &Rule| r.meta_eq(META_IIFNAME).map(cni_kernel::nftables::cstr);
     let stale = stale_of(
         rules.iter().map(|r| (r.comment.as_deref(), iifname(r))),
         link_exists,

@@ -657,7 +657,9 @@ impl Expr {
     }
 }
 
-fn cstr(d: &[u8]) -> String {
+/// A NUL-terminated (or NUL-padded) string of an attribute or a compared value, such as an
+/// interface name.
+pub fn cstr(d: &[u8]) -> String {
     let end = d.iter().position(|&b| b == 0).unwrap_or(d.len());
     String::from_utf8_lossy(&d[..end]).into_owned()
 }

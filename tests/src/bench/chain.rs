@@ -10,6 +10,10 @@
 //! background containers are anonymous namespaces passed as `/proc/<pid>/fd/<fd>`, the
 //! measured one a named (bind-mounted) namespace under `/run/netns`, as CRI runtimes pass them.
 //!
+//! Each measured container is also checked (CHECK through the chain, as a runtime sends it)
+//! and, ours only, a GC of the chain runs that keeps every container on the node (what a
+//! runtime's periodic GC does; the reference's 1.1.1 has no GC), both before the DEL's wait.
+//!
 //! At N = 10 it also records, per plugin invocation, the child processes (`strace -f`) and
 //! the peak RSS of the process tree (the median of `RSS_ROUNDS` invocations).
 
@@ -125,6 +129,46 @@ impl Chain {
         (pm.to_string(), br.to_string())
     }
 
+    /// CHECK through the chain (bridge, then portmap, each with the final result as
+    /// `prevResult`, as a runtime sends it); each plugin's time where it succeeded.
+    pub fn check_parts(&self, a: &Attached) -> [Option<Duration>; 2] {
+        let env = cni_env("CHECK", &a.id, &a.netns, &self.dir);
+        let (pm, br) = self.del_inputs(a);
+        let (b, db) = exec(&self.dir.join("bridge"), &env, &br);
+        let (p, dp) = exec(&self.dir.join("portmap"), &env, &pm);
+        [b.ok().then_some(db), p.ok().then_some(dp)]
+    }
+
+    /// GC (CNI 1.1) through the chain, keeping the `eth0` attachments of `valid` (container
+    /// IDs); the wall time of each plugin (bridge, which runs host-local's GC, then portmap).
+    pub fn gc_parts(&self, valid: &[String]) -> [Duration; 2] {
+        let keep: Vec<Value> = valid
+            .iter()
+            .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+            .collect();
+        let mut br = self.bridge.clone();
+        br["cniVersion"] = json!("1.1.0");
+        br["cni.dev/valid-attachments"] = json!(keep);
+        let mut pm = portmap_conf(0, &Value::Null);
+        pm["cniVersion"] = json!("1.1.0");
+        pm["cni.dev/valid-attachments"] = json!(keep);
+        if let Some(o) = pm.as_object_mut() {
+            o.remove("prevResult");
+            o.remove("runtimeConfig");
+        }
+        let env = vec![
+            ("CNI_COMMAND".to_string(), "GC".to_string()),
+            ("CNI_PATH".to_string(), self.dir.display().to_string()),
+        ];
+        let mut times = [Duration::ZERO; 2];
+        for ((plugin, conf), t) in [("bridge", br), ("portmap", pm)].iter().zip(&mut times) {
+            let (out, d) = exec(&self.dir.join(plugin), &env, &conf.to_string());
+            assert!(out.ok(), "{plugin} GC ({}): {out}", self.dir.display());
+            *t = d;
+        }
+        times
+    }
+
     /// DEL through the chain in reverse; the wall time.
     pub fn del(&self, a: &Attached) -> Duration {
         let [d1, d2] = self.del_parts(a);
@@ -155,6 +199,8 @@ pub fn plugin_dir(from: &Path, label: &str) -> TempDir {
 /// One implementation on its own node.
 struct Side {
     label: &'static str,
+    /// Our plugins (not the reference's).
+    ours: bool,
     chain: Chain,
     worker: Worker,
     background: Vec<(Sandbox, Attached)>,
@@ -167,6 +213,15 @@ struct Side {
     /// The same chain with two TCP mappings (no conntrack flush).
     tcp_add: Vec<Duration>,
     tcp_del: Vec<Duration>,
+    /// CHECK of the measured container (bridge, portmap) where it succeeded, and how often
+    /// it failed (ours never may; the reference's portmap fails for an IPv4-only container).
+    check: [Vec<Duration>; 2],
+    check_failed: [usize; 2],
+    /// GC of the whole chain with every attached container valid (ours: the reference's
+    /// 1.1.1 has no GC).
+    gc: Vec<Duration>,
+    /// The same GCs, per plugin (bridge, portmap).
+    gc_parts: [Vec<Duration>; 2],
     // Dropped last: the node (with everything in it) and the IPAM data.
     _data: TempDir,
     _dir: TempDir,
@@ -174,13 +229,14 @@ struct Side {
 }
 
 impl Side {
-    fn new(label: &'static str, bins: &Path) -> Side {
+    fn new(label: &'static str, bins: &Path, ours: bool) -> Side {
         let node = Node::new(&format!("bch{label}"));
         let data = TempDir::new(&format!("bench-chain-{label}"));
         let dir = plugin_dir(bins, &format!("bench-chain-bin-{label}"));
         let worker = Worker::in_netns(&node.path());
         Side {
             label,
+            ours,
             chain: Chain {
                 dir: dir.path().to_path_buf(),
                 bridge: bridge_conf(data.path()),
@@ -193,10 +249,27 @@ impl Side {
             parts: Default::default(),
             tcp_add: Vec::new(),
             tcp_del: Vec::new(),
+            check: Default::default(),
+            check_failed: [0; 2],
+            gc: Vec::new(),
+            gc_parts: Default::default(),
             _data: data,
             _dir: dir,
             _node: node,
         }
+    }
+
+    /// Forgets the times measured so far (after the warm-up, after each size).
+    fn clear(&mut self) {
+        self.add.clear();
+        self.del.clear();
+        self.parts = Default::default();
+        self.tcp_add.clear();
+        self.tcp_del.clear();
+        self.check = Default::default();
+        self.check_failed = [0; 2];
+        self.gc.clear();
+        self.gc_parts = Default::default();
     }
 
     /// Attaches background containers until `n` are on the node.
@@ -219,6 +292,7 @@ impl Side {
             .worker
             .call(move || chain.add_parts(&id, &netns, 0, true));
         self.add.push(b + p);
+        self.check_and_gc(&a);
         std::thread::sleep(super::ATTACHED);
         let chain = self.chain.clone();
         let [q, c] = self.worker.call(move || chain.del_parts(&a));
@@ -238,6 +312,37 @@ impl Side {
         let [q, c] = self.worker.call(move || chain.del_parts(&a));
         std::thread::sleep(super::SETTLE);
         self.tcp_del.push(q + c);
+    }
+
+    /// CHECK of the measured container `a`, and (ours) a GC that keeps every container on
+    /// the node, as a runtime's periodic GC does; both before the DEL's wait, so that the DEL
+    /// still follows its ADD by [`super::ATTACHED`] or more.
+    fn check_and_gc(&mut self, a: &Attached) {
+        let (chain, probe) = (self.chain.clone(), a.clone());
+        let checks = self.worker.call(move || chain.check_parts(&probe));
+        for (i, c) in checks.into_iter().enumerate() {
+            match c {
+                Some(d) => self.check[i].push(d),
+                None => {
+                    assert!(
+                        !self.ours,
+                        "our chain CHECK failed ({})",
+                        ["bridge", "portmap"][i]
+                    );
+                    self.check_failed[i] += 1;
+                }
+            }
+        }
+        if self.ours {
+            let mut valid: Vec<String> =
+                self.background.iter().map(|(_, b)| b.id.clone()).collect();
+            valid.push(a.id.clone());
+            let chain = self.chain.clone();
+            let [g1, g2] = self.worker.call(move || chain.gc_parts(&valid));
+            self.gc.push(g1 + g2);
+            self.gc_parts[0].push(g1);
+            self.gc_parts[1].push(g2);
+        }
     }
 
     /// Child processes and peak RSS of each plugin invocation of one chain ADD and DEL
@@ -349,13 +454,12 @@ pub fn run(ctx: &mut Ctx) {
     // periods), and the medians of 20 moved by several ms between runs.
     let iters = ctx.iters(40);
     let floor_sb = std::sync::Arc::new(Sandbox::new());
-    let mut ours = Side::new("o", &ctx.ours);
-    let mut theirs = Side::new("r", &refdir);
+    let mut ours = Side::new("o", &ctx.ours, true);
+    let mut theirs = Side::new("r", &refdir, false);
     // Warm-up: creates the bridge, the gateway address and the shared firewall state.
     for s in [&mut ours, &mut theirs] {
         s.round(0);
-        s.add.clear();
-        s.del.clear();
+        s.clear();
     }
     for (k, &n) in sizes.iter().enumerate() {
         let before = ours.background.len() + theirs.background.len();
@@ -430,6 +534,32 @@ pub fn run(ctx: &mut Ctx) {
             Some(Stats::of(&theirs.tcp_del)),
             json!({"containers": n}),
         );
+        let names = ["bridge+host-local", "portmap"];
+        for (i, what) in names.iter().enumerate() {
+            let failed = theirs.check_failed[i];
+            let reference = (failed == 0).then(|| Stats::of(&theirs.check[i]));
+            if failed > 0 {
+                ctx.notes.push(format!(
+                    "chain: the reference's {what} CHECK failed in {failed} of {iters} rounds at \
+                     {n} containers; its row is left out"
+                ));
+            }
+            ctx.record(
+                "chain",
+                &format!("CHECK {what}, {n} containers"),
+                Stats::of(&ours.check[i]),
+                reference,
+                json!({"containers": n}),
+            );
+        }
+        ctx.record(
+            "chain",
+            &format!("GC, {n} containers"),
+            Stats::of(&ours.gc),
+            None,
+            json!({"containers": n, "valid_attachments": n,
+                   "bridge_gc_ms": p50(&ours.gc_parts[0]), "portmap_gc_ms": p50(&ours.gc_parts[1])}),
+        );
         ctx.record(
             "floor",
             &format!("ADD, {n} containers"),
@@ -445,11 +575,7 @@ pub fn run(ctx: &mut Ctx) {
             floor::del_parts_json(&fparts),
         );
         for s in [&mut ours, &mut theirs] {
-            s.add.clear();
-            s.del.clear();
-            s.parts = Default::default();
-            s.tcp_add.clear();
-            s.tcp_del.clear();
+            s.clear();
         }
     }
     ctx.notes.push(format!(
@@ -458,8 +584,9 @@ pub fn run(ctx: &mut Ctx) {
          alternating iterations per size, each followed by one floor round on our node (so each \
          of the three follows each of the other two equally often); N - 1 containers attached \
          before timing, then {} s for their interfaces' IPv6 start-up traffic to pass (before \
-         the first size too); each container attached {} ms before its DEL; {} ms after each \
-         DEL ({}/{})",
+         the first size too); CHECK and (ours) GC of the chain with every container valid, \
+         after each ADD of the TCP + UDP pass; each container attached {} ms before its DEL; \
+         {} ms after each DEL ({}/{})",
         super::SETTLE_AFTER_FILL.as_secs(),
         super::ATTACHED.as_millis(),
         super::SETTLE.as_millis(),

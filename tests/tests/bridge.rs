@@ -996,6 +996,24 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     let before = w.snapshot();
     nets[0].gc(None).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(w.snapshot(), before);
+    // Masquerade chains whose POSTROUTING jump is gone are found too: one of a stale
+    // container of this network (removed), one of another network (kept).
+    let orphans: String = [("gcnet", "gc-9"), ("othernet", "gc-9")]
+        .iter()
+        .map(|(net, id)| {
+            let c = names::chain_name(net, id);
+            format!(
+                ":{c} - [0:0]\n-A {c} -d 10.77.0.0/24 -m comment --comment {} -j ACCEPT\n",
+                serde_json::to_string(&names::comment(net, id)).unwrap()
+            )
+        })
+        .collect();
+    let out = w.node.sh(&format!(
+        "iptables-restore --noflush <<'EOF'\n*nat\n{orphans}COMMIT\nEOF\n"
+    ));
+    assert!(out.status.success(), "{out:?}");
+    let ipt = w.node.iptables_save(false);
+    assert!(ipt.contains(&names::chain_name("gcnet", "gc-9")), "{ipt}");
     // On an iptables-nft node GC reads and removes everything over netlink: the tools here
     // are stand-ins that log their calls and fail.
     let mut links = IPTABLES_TOOLS.to_vec();
@@ -1011,6 +1029,11 @@ fn gc_removes_stale_rules_and_forwards_to_ipam_and_status() {
     let ipt = w.node.iptables_save(false);
     assert!(!ipt.contains(&names::chain_name("gcnet", "gc-0")), "{ipt}");
     assert!(ipt.contains(&names::chain_name("gcnet", "gc-2")), "{ipt}");
+    assert!(!ipt.contains(&names::chain_name("gcnet", "gc-9")), "{ipt}");
+    assert!(
+        ipt.contains(&names::chain_name("othernet", "gc-9")),
+        "{ipt}"
+    );
     let nft = w.node.nft_ruleset();
     assert!(
         !nft.contains(&names::nft_masq_comment("gcnet", "eth0", "gc-1")),

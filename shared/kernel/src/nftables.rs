@@ -1077,6 +1077,38 @@ impl NfTables {
         Ok(Some(info))
     }
 
+    /// The names of the chains of `table` (none if it does not exist). The kernel lists
+    /// every chain of the family; only chain names and tables are read, so this stays cheap
+    /// where listing the rules would not be.
+    pub fn chain_names(
+        &mut self,
+        family: NfFamily,
+        table: &str,
+    ) -> Result<Vec<String>, NetlinkError> {
+        let b = Builder::new(&nfgenmsg(family.code(), 0));
+        let op = format!("list chains of {}", family.name());
+        let msgs = match self.sock.dump(msg_type(NFT_MSG_GETCHAIN), &b.buf, &op) {
+            Ok(m) => m,
+            Err(e) if e.errno() == Some(Errno::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(msgs
+            .iter()
+            .filter(|m| m.ty == msg_type(NFT_MSG_NEWCHAIN))
+            .filter_map(|m| {
+                let (mut t, mut name) = (None, None);
+                for (ty, d) in attrs(m.payload.get(4..)?) {
+                    match ty {
+                        NFTA_CHAIN_TABLE => t = Some(cstr(d)),
+                        NFTA_CHAIN_NAME => name = Some(cstr(d)),
+                        _ => {}
+                    }
+                }
+                name.filter(|_| t.as_deref() == Some(table))
+            })
+            .collect())
+    }
+
     /// One rule by its handle, or `None` if `chain` has no rule with that handle.
     pub fn rule(
         &mut self,

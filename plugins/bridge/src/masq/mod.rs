@@ -28,6 +28,7 @@ use cni_kernel::firewall::iptables::{Iptables, Ruleset};
 use cni_kernel::firewall::{Family, names, nft as nft_tool};
 use cni_kernel::nftables::{self, Change, NfTables};
 use ipnet::IpNet;
+use std::collections::HashSet;
 
 /// The attachment whose rules are handled.
 #[derive(Clone, Copy, Debug)]
@@ -593,17 +594,36 @@ pub fn verify(
 }
 
 /// The iptables part of [`gc`] for one family over netlink (`iptables-nft` tools): the stale
-/// IDs from the comments of the `nat` table's rules, read in one dump, each removed as DEL
-/// removes it ([`nf_teardown_family`]); no process. The IDs removed; `None` where nf_tables
-/// cannot be read or changed that way (the listing path then runs).
+/// IDs from the comments of `POSTROUTING`'s rules and of the rules of any masquerade chain
+/// that no commented `POSTROUTING` rule jumps to (a chain whose jump is gone is still
+/// found), each removed as DEL removes it ([`nf_teardown_family`]); no process. The rest of
+/// the `nat` table (portmap's chains, kube-proxy's) is not read: on a busy node it is most
+/// of the table. The IDs removed; `None` where nf_tables cannot be read or changed that way
+/// (the listing path then runs).
 fn iptables_gc_nf(net: &str, valid: &[Attachment], f: Family) -> Option<Vec<String>> {
     let mut nf = NfTables::open().ok()?;
     let fam = f.nf_family();
     if !nf.table_exists(fam, iptables::TABLE).ok()? {
         return Some(Vec::new());
     }
-    let rules = nf.rules(fam, iptables::TABLE, None).ok()?;
-    let stale = iptables::stale_ids(rules.iter().filter_map(|r| r.xt_comment()), net, valid);
+    let entry = nf
+        .rules(fam, iptables::TABLE, Some(iptables::POSTROUTING))
+        .ok()?;
+    let mut comments: Vec<String> = Vec::new();
+    let mut covered: HashSet<&str> = HashSet::new();
+    for r in &entry {
+        if let Some(c) = r.xt_comment() {
+            comments.push(c);
+            covered.extend(r.jump_target());
+        }
+    }
+    for chain in nf.chain_names(fam, iptables::TABLE).ok()? {
+        if names::is_chain_name(&chain) && !covered.contains(chain.as_str()) {
+            let rules = nf.rules(fam, iptables::TABLE, Some(&chain)).ok()?;
+            comments.extend(rules.iter().filter_map(|r| r.xt_comment()));
+        }
+    }
+    let stale = iptables::stale_ids(comments.iter(), net, valid);
     for id in &stale {
         let inst = Instance {
             net,

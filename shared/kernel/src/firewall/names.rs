@@ -22,6 +22,16 @@ pub fn chain_name(net: &str, container_id: &str) -> String {
     chain_name_with_prefix(net, container_id, "")
 }
 
+/// True if `chain` has the form of a [`chain_name`] (`CNI-` and 24 lowercase hex digits):
+/// bridge's masquerade chains, not portmap's (`CNI-DN-`...) nor its shared ones.
+pub fn is_chain_name(chain: &str) -> bool {
+    chain.len() == 28
+        && chain.strip_prefix("CNI-").is_some_and(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
 /// `CNI-<prefix><hash(net + id)>`, 28 characters: portmap uses `DN-` and legacy `SN-`.
 pub fn chain_name_with_prefix(net: &str, container_id: &str, prefix: &str) -> String {
     hash_with_prefix(
@@ -106,6 +116,25 @@ mod tests {
             "CNI-d6a9d9a070ae49b2bc448a2e"
         );
         assert_eq!(chain_name("test", L), "CNI-67e92b96e692a494b6b854db");
+    }
+
+    #[test]
+    fn masquerade_chain_names_are_told_apart() {
+        assert!(is_chain_name(&chain_name("mynet", "abc123")));
+        assert!(is_chain_name(&chain_name("test", L)));
+        for other in [
+            chain_name_with_prefix("mynet", "abc123", "DN-"),
+            chain_name_with_prefix("mynet", "abc123", "SN-"),
+            "CNI-HOSTPORT-DNAT".to_string(),
+            "CNI-HOSTPORT-MASQ".to_string(),
+            "CNI-70A29D9DC18BC4D652EA5D59".to_string(),
+            "CNI-70a29d9dc18bc4d652ea5d5".to_string(),
+            "CNI-70a29d9dc18bc4d652ea5d590".to_string(),
+            "KUBE-70a29d9dc18bc4d652ea5d".to_string(),
+            "POSTROUTING".to_string(),
+        ] {
+            assert!(!is_chain_name(&other), "{other}");
+        }
     }
 
     #[test]

@@ -159,7 +159,10 @@ pub fn cmd_gc(req: &Request) -> Result<(), HostLocalError> {
     let Some(mut store) = DiskStore::open_existing(&conf.data_dir, &conf.name)? else {
         return Ok(());
     };
-    store.rescan()?;
+    // GC checks the index against the files (a full scan), unless opening just did.
+    if !store.rebuilt() {
+        store.rescan()?;
+    }
     let report = allocator::gc(&mut store, &valid);
     commit(&mut store);
     let report = report?;

@@ -122,6 +122,9 @@ pub struct DiskStore {
     /// Owner whose content `tmp-reserve` currently holds.
     reserve_tmp: Option<Owner>,
     rebuilt: bool,
+    /// The entries of the last full scan, until the directory changes: GC reads every file
+    /// once, not twice.
+    scanned: Option<Vec<Entry>>,
     /// The index directory exists and is writable.
     idx_ok: bool,
 }
@@ -225,14 +228,18 @@ fn wait_lock(f: &File, path: &Path, wait: LockWait) -> Result<(), StoreError> {
 struct Scan {
     records: Vec<Record>,
     trustable: bool,
+    /// The top-level files named after an address, as GC sees them ([`Store::entries`]).
+    entries: Vec<Entry>,
 }
 
 fn scan(dir: &Path) -> Result<Scan, StoreError> {
     let mut s = Scan {
         records: Vec::new(),
         trustable: true,
+        entries: Vec::new(),
     };
     walk(dir, "", 0, &mut s)?;
+    s.entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(s)
 }
 
@@ -281,10 +288,25 @@ fn walk(root: &Path, prefix: &str, depth: usize, s: &mut Scan) -> Result<(), Sto
         if !index::name_storable(&rel) {
             s.trustable = false;
         }
-        let Ok(content) = fs::read(entry.path()) else {
-            continue;
+        let entry_of = |owner| Entry {
+            name: name.clone(),
+            owner,
         };
-        if let Some(owner) = Owner::parse(&content) {
+        let is_entry = depth == 0 && name.parse::<IpAddr>().is_ok();
+        let content = match fs::read(entry.path()) {
+            Ok(c) => c,
+            Err(e) => {
+                if is_entry {
+                    s.entries.push(entry_of(Err(e.to_string())));
+                }
+                continue;
+            }
+        };
+        let owner = Owner::parse(&content);
+        if is_entry {
+            s.entries.push(entry_of(Ok(owner.clone())));
+        }
+        if let Some(owner) = owner {
             s.records.push(Record { name: rel, owner });
         }
     }
@@ -341,6 +363,7 @@ impl DiskStore {
             changed: false,
             reserve_tmp: None,
             rebuilt: false,
+            scanned: None,
             idx_ok,
         };
         if !store.stamp_matches() {
@@ -425,6 +448,7 @@ impl DiskStore {
             trustable: s.trustable && self.idx_ok,
         };
         self.rebuilt = true;
+        self.scanned = Some(s.entries);
         Ok(())
     }
 
@@ -671,6 +695,7 @@ fn write_in_place(path: &Path, content: &[u8]) -> Result<(), StoreError> {
 
 impl Store for DiskStore {
     fn reserve(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool, StoreError> {
+        self.scanned = None;
         let name = ip_string(ip);
         let owner = Owner::attachment(id, ifname);
         let dest = self.dir.join(&name);
@@ -707,6 +732,7 @@ impl Store for DiskStore {
     }
 
     fn remove(&mut self, name: &str, owner: &Owner) -> Result<bool, StoreError> {
+        self.scanned = None;
         if !index::name_safe(name) {
             return Ok(false);
         }
@@ -792,6 +818,9 @@ impl Store for DiskStore {
     }
 
     fn entries(&mut self) -> Result<Vec<Entry>, StoreError> {
+        if let Some(scanned) = self.scanned.take() {
+            return Ok(scanned);
+        }
         let rd = fs::read_dir(&self.dir).map_err(io("read directory", &self.dir))?;
         let mut out = Vec::new();
         for entry in rd.flatten() {
@@ -991,6 +1020,43 @@ mod tests {
                 .unwrap()
         );
         assert!(!sub.join("10.1.0.9").exists());
+    }
+
+    #[test]
+    fn entries_of_a_scan_are_those_of_a_listing() {
+        let t = TempDir::new("hl-entries");
+        let mut s = open(&t);
+        assert!(s.reserve(ip("10.1.0.2"), "a", "eth0").unwrap());
+        assert!(s.reserve(ip("fd00::2"), "b", "eth1").unwrap());
+        s.commit().unwrap();
+        drop(s);
+        write_foreign(&t, "10.1.0.3", "legacy-id");
+        write_foreign(&t, "10.1.0.4", "");
+        write_foreign(&t, "10.1.0.5", "a\r\neth0\r\nextra");
+        write_foreign(&t, "notes", "c\r\neth0");
+        fs::create_dir(t.path().join("net").join("10.1.0.6")).unwrap();
+        fs::write(
+            t.path().join("net").join("10.1.0.6").join("10.1.0.7"),
+            "d\r\neth0",
+        )
+        .unwrap();
+        let mut s = open(&t);
+        assert!(s.rebuilt());
+        let scanned = s.entries().unwrap();
+        let listed = s.entries().unwrap();
+        assert_eq!(scanned, listed);
+        let names: Vec<&str> = listed.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "fd00::2"]
+        );
+        // A change since the scan is seen.
+        s.rescan().unwrap();
+        assert!(
+            s.remove("10.1.0.2", &Owner::attachment("a", "eth0"))
+                .unwrap()
+        );
+        assert_eq!(s.entries().unwrap().len(), 4);
     }
 
     #[test]

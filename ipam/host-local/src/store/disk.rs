@@ -122,9 +122,11 @@ pub struct DiskStore {
     /// Owner whose content `tmp-reserve` currently holds.
     reserve_tmp: Option<Owner>,
     rebuilt: bool,
-    /// The entries of the last full scan, until the directory changes: GC reads every file
-    /// once, not twice.
-    scanned: Option<Vec<Entry>>,
+    /// Reservations made or removed through this store (not reset by commit).
+    edits: u32,
+    /// The entries of the last full scan and the value of `edits` then: they serve GC while
+    /// nothing changed since, so that it reads every file once, not twice.
+    scanned: Option<(u32, Vec<Entry>)>,
     /// The index directory exists and is writable.
     idx_ok: bool,
 }
@@ -363,6 +365,7 @@ impl DiskStore {
             changed: false,
             reserve_tmp: None,
             rebuilt: false,
+            edits: 0,
             scanned: None,
             idx_ok,
         };
@@ -448,7 +451,7 @@ impl DiskStore {
             trustable: s.trustable && self.idx_ok,
         };
         self.rebuilt = true;
-        self.scanned = Some(s.entries);
+        self.scanned = Some((self.edits, s.entries));
         Ok(())
     }
 
@@ -695,7 +698,7 @@ fn write_in_place(path: &Path, content: &[u8]) -> Result<(), StoreError> {
 
 impl Store for DiskStore {
     fn reserve(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool, StoreError> {
-        self.scanned = None;
+        self.edits = self.edits.wrapping_add(1);
         let name = ip_string(ip);
         let owner = Owner::attachment(id, ifname);
         let dest = self.dir.join(&name);
@@ -732,7 +735,7 @@ impl Store for DiskStore {
     }
 
     fn remove(&mut self, name: &str, owner: &Owner) -> Result<bool, StoreError> {
-        self.scanned = None;
+        self.edits = self.edits.wrapping_add(1);
         if !index::name_safe(name) {
             return Ok(false);
         }
@@ -818,7 +821,9 @@ impl Store for DiskStore {
     }
 
     fn entries(&mut self) -> Result<Vec<Entry>, StoreError> {
-        if let Some(scanned) = self.scanned.take() {
+        if let Some((at, scanned)) = self.scanned.take()
+            && at == self.edits
+        {
             return Ok(scanned);
         }
         let rd = fs::read_dir(&self.dir).map_err(io("read directory", &self.dir))?;

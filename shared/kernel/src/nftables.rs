@@ -16,7 +16,7 @@
 //! therefore released by the kernel after the process is gone, not by the process (see
 //! `Socket`'s `Drop` in [`crate::netlink`]): dropping an [`NfTables`] never waits.
 
-use crate::netlink::{Builder, NetlinkError, Socket, attrs};
+use crate::netlink::{Builder, Message, NetlinkError, Socket, attrs};
 use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sys::socket::SockProtocol;
@@ -1077,6 +1077,27 @@ impl NfTables {
         Ok(Some(info))
     }
 
+    /// The `new` messages (objects) of a `get` dump; none where the kernel says there is no
+    /// such table or chain. Inlined: [`NfTables::rules`] is on DEL's path, whose code the
+    /// symbol-order lists gather.
+    #[inline(always)]
+    fn objects(
+        &mut self,
+        get: u16,
+        new: u16,
+        req: &[u8],
+        op: &str,
+    ) -> Result<Vec<Message>, NetlinkError> {
+        match self.sock.dump(msg_type(get), req, op) {
+            Ok(mut msgs) => {
+                msgs.retain(|m| m.ty == msg_type(new));
+                Ok(msgs)
+            }
+            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The names of the chains of `table` (none if it does not exist). The kernel lists
     /// every chain of the family; only chain names and tables are read, so this stays cheap
     /// where listing the rules would not be.
@@ -1087,14 +1108,9 @@ impl NfTables {
     ) -> Result<Vec<String>, NetlinkError> {
         let b = Builder::new(&nfgenmsg(family.code(), 0));
         let op = format!("list chains of {}", family.name());
-        let msgs = match self.sock.dump(msg_type(NFT_MSG_GETCHAIN), &b.buf, &op) {
-            Ok(m) => m,
-            Err(e) if e.errno() == Some(Errno::ENOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        Ok(msgs
+        Ok(self
+            .objects(NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, &b.buf, &op)?
             .iter()
-            .filter(|m| m.ty == msg_type(NFT_MSG_NEWCHAIN))
             .filter_map(|m| {
                 let (mut t, mut name) = (None, None);
                 for (ty, d) in attrs(m.payload.get(4..)?) {
@@ -1233,14 +1249,9 @@ impl NfTables {
             family.name(),
             chain.unwrap_or("*")
         );
-        let msgs = match self.sock.dump(msg_type(NFT_MSG_GETRULE), &b.buf, &op) {
-            Ok(m) => m,
-            Err(e) if e.errno() == Some(Errno::ENOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        Ok(msgs
+        Ok(self
+            .objects(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, &b.buf, &op)?
             .iter()
-            .filter(|m| m.ty == msg_type(NFT_MSG_NEWRULE))
             .filter_map(|m| parse_rule(&m.payload))
             .filter(|r| chain.is_none_or(|c| r.chain == c))
             .collect())
